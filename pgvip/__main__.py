@@ -1,0 +1,5 @@
+"""Allow `python -m pgvip`."""
+
+from pgvip.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Wire: the asyncio daemon that connects observe, decide, elect and apply."""

@@ -1,0 +1,1 @@
+"""The lab: a real Patroni cluster in network namespaces, for tests and demos."""

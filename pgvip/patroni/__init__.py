@@ -1,0 +1,1 @@
+"""Observe: the Patroni REST API client and the meaning of its answers."""

@@ -1,0 +1,1 @@
+"""Decide: pure policies that turn observations into desired state."""
