@@ -2,12 +2,133 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
 import click
 
 from pgvip import __version__
+
+DEFAULT_CONFIG = "/etc/pgvip/pgvip.toml"
+
+# Exit codes: 2 means "fix your configuration or environment"; systemd's
+# RestartPreventExitStatus=2 keeps such a failure from becoming a restart loop.
+EXIT_USAGE = 2
+
+
+def _fail(message: str) -> None:
+    click.echo(f"pgvip: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def config_options(func: Any) -> Any:
+    """The flags that set config keys; each beats PGVIP_* env, which beats the file."""
+    options = [
+        click.option("--config", "config_path", metavar="FILE", default=None,
+                     help=f"TOML config file (default {DEFAULT_CONFIG}; env PGVIP_CONFIG)"),
+        click.option("--patroni-url", help="this node's Patroni REST API, e.g. http://127.0.0.1:8008"),
+        click.option("--interface", help="interface that carries the VIPs and VRRP"),
+        click.option("--rw-vip", help="read-write VIP in CIDR form, IPv4 or IPv6"),
+        click.option("--rw-vrid", type=int, help="VRRP router id of the RW VIP (1-255)"),
+        click.option("--priority", type=int, help="VRRP priority of the RW instance (1-254)"),
+        click.option("--ro-vip", help="read-only VIP in CIDR form"),
+        click.option("--ro-vrid", type=int, help="VRRP router id of the RO VIP (1-255)"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _load(config_path: str | None, flags: dict[str, Any]) -> Any:
+    from pgvip.config import ConfigError, load_config
+
+    path: str | None = config_path or os.environ.get("PGVIP_CONFIG")
+    explicit = path is not None
+    if path is None and Path(DEFAULT_CONFIG).exists():
+        path = DEFAULT_CONFIG
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        return load_config(path, os.environ, given)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_USAGE)
+    except FileNotFoundError:
+        if explicit:
+            _fail(f"config file {path} does not exist")
+        raise
 
 
 @click.group()
 @click.version_option(__version__, prog_name="pgvip")
 def main() -> None:
     """pgvip: an RW VIP on the Patroni leader and an RO VIP over the replicas."""
+
+
+@main.command("check-config")
+@config_options
+def check_config(config_path: str | None, **flags: Any) -> None:
+    """Validate the configuration without touching the network (exit 2 if invalid)."""
+    config = _load(config_path, flags)
+    click.echo(f"pgvip: configuration OK (rw {config.rw.vip} vrid {config.rw.vrid} "
+               f"on {config.vrrp.interface})")
+
+
+@main.command()
+@config_options
+def run(config_path: str | None, **flags: Any) -> None:
+    """Run the daemon in the foreground (as a systemd service)."""
+    import asyncio
+
+    from pgvip import log as pgvip_log
+    from pgvip.dataplane.privileges import check_capabilities, interface_exists
+
+    config = _load(config_path, flags)
+    pgvip_log.configure(config.log.format, config.log.level)
+    if not interface_exists(config.vrrp.interface):
+        import socket
+
+        names = ", ".join(name for _, name in socket.if_nameindex())
+        _fail(f"interface {config.vrrp.interface} does not exist (available: {names})")
+    missing = check_capabilities()
+    if missing:
+        _fail(
+            f"missing privilege {', '.join(missing)}: run as root or grant "
+            "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW (see deploy/pgvip.service)"
+        )
+    if config.patroni.password_file and not os.access(config.patroni.password_file, os.R_OK):
+        _fail(f"patroni.password_file {config.patroni.password_file} is not readable")
+
+    from pgvip.daemon.service import Daemon
+
+    def reload() -> Any:
+        from pgvip.config import load_config
+
+        path = config_path or os.environ.get("PGVIP_CONFIG")
+        if path is None and Path(DEFAULT_CONFIG).exists():
+            path = DEFAULT_CONFIG
+        return load_config(path, os.environ, {k: v for k, v in flags.items() if v is not None})
+
+    sys.exit(asyncio.run(Daemon(config, reload).run()))
+
+
+@main.command()
+@click.option("--interface", "interfaces", multiple=True, required=True,
+              help="interface to clean (repeatable); lo is always cleaned too")
+def release(interfaces: tuple[str, ...]) -> None:
+    """Remove every address (and balancer state) pgvip created; for ExecStopPost."""
+    import asyncio
+
+    from pgvip.dataplane.addresses import AddressError, release_all
+
+    removed: list[Any] = []
+    for ifname in interfaces:
+        try:
+            removed += asyncio.run(release_all(ifname, extra_ifnames=("lo",)))
+        except AddressError as exc:
+            _fail(str(exc))
+    for addr in removed:
+        click.echo(f"pgvip: released {addr}")
+    if not removed:
+        click.echo("pgvip: nothing to release")

@@ -1,0 +1,177 @@
+"""Drives one VrrpInstance: feeds it events and the clock, and carries out its actions
+(addresses, announcements, adverts, logs, notify) in order."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ipaddress
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pgvip.daemon.notify import Notifier
+from pgvip.daemon.vrrp_channel import VrrpChannel
+from pgvip.dataplane.addresses import AddressManager
+from pgvip.dataplane.announce import Announcer
+from pgvip.vrrp.actions import AddVip, Announce, RemoveVip, SendAdvert, Transition
+from pgvip.vrrp.events import Shutdown, Tick
+from pgvip.vrrp.instance import State, VrrpInstance
+
+VipInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+@dataclass(frozen=True)
+class AnnounceSettings:
+    count: int
+    interval: float
+    refresh: float
+
+
+@dataclass(frozen=True)
+class TransitionRecord:
+    at: float  # wall clock, for humans and the status API
+    from_state: str
+    to_state: str
+    reason: str
+    priority: int
+
+
+class InstanceRunner:
+    def __init__(
+        self,
+        name: str,
+        instance: VrrpInstance,
+        *,
+        ifname: str,
+        channel: VrrpChannel,
+        addresses: AddressManager,
+        announcer: Announcer,
+        announce: AnnounceSettings,
+        notifier: Notifier,
+        log: Any,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.instance = instance
+        self._ifname = ifname
+        self._channel = channel
+        self._addresses = addresses
+        self._announcer = announcer
+        self._announce = announce
+        self._notifier = notifier
+        self._log = log
+        self._clock = clock
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._stopped = False
+        # Serialises address changes between the election and the reconciler.
+        self.lock = asyncio.Lock()
+        self.transitions: collections.deque[TransitionRecord] = collections.deque(maxlen=50)
+        self.listeners: list[Callable[[Transition], None]] = []
+        self._announce_task: asyncio.Task[None] | None = None
+        self.apply_errors = 0
+
+    @property
+    def vips(self) -> tuple[VipInterface, ...]:
+        return tuple(self.instance.vips)
+
+    @property
+    def wants_vip(self) -> bool:
+        return self.instance.state is State.MASTER
+
+    def feed(self, event: object) -> None:
+        if not self._stopped:
+            self._queue.put_nowait(event)
+
+    async def run(self) -> None:
+        while not self._stopped:
+            deadline = self.instance.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - self._clock())
+            try:
+                event = await asyncio.wait_for(self._queue.get(), timeout)
+            except TimeoutError:
+                event = Tick()
+            if self._stopped:
+                break
+            await self._apply(self.instance.handle(event, self._clock()))
+
+    async def shutdown(self, reason: str) -> None:
+        """Leave Master cleanly (VIP removed, then a priority-0 advert) and go inert."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self._apply(self.instance.handle(Shutdown(reason=reason), self._clock()))
+        self._stop_announcing()
+
+    async def _apply(self, actions: list[object]) -> None:
+        for action in actions:
+            try:
+                await self._apply_one(action)
+            except Exception as exc:  # one failed action must not stop the others
+                self.apply_errors += 1
+                self._log.error(
+                    "action failed", instance=self.name, action=type(action).__name__,
+                    error=str(exc) or type(exc).__name__,
+                )
+
+    async def _apply_one(self, action: object) -> None:
+        if isinstance(action, SendAdvert):
+            self._channel.send(action.advert)
+        elif isinstance(action, AddVip):
+            async with self.lock:
+                for vip in self.vips:
+                    if await self._addresses.add(vip):
+                        self._log.info("VIP added", instance=self.name, vip=str(vip),
+                                       interface=self._ifname)
+        elif isinstance(action, RemoveVip):
+            self._stop_announcing()
+            async with self.lock:
+                for vip in self.vips:
+                    if await self._addresses.remove(vip):
+                        self._log.info("VIP removed", instance=self.name, vip=str(vip),
+                                       interface=self._ifname)
+        elif isinstance(action, Announce):
+            self.start_announcing()
+        elif isinstance(action, Transition):
+            self._on_transition(action)
+
+    def start_announcing(self) -> None:
+        self._stop_announcing()
+        self._announce_task = asyncio.get_running_loop().create_task(
+            self._announce_loop(), name=f"announce-{self.name}"
+        )
+
+    async def _announce_loop(self) -> None:
+        addresses = [vip.ip for vip in self.vips]
+        try:
+            await self._announcer.burst(
+                self._ifname, addresses, self._announce.count, self._announce.interval
+            )
+            while self._announce.refresh > 0 and self.wants_vip:
+                await asyncio.sleep(self._announce.refresh)
+                await self._announcer.burst(self._ifname, addresses, 1, 0.0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._log.error("announcement failed", instance=self.name, error=str(exc))
+
+    def _stop_announcing(self) -> None:
+        if self._announce_task is not None:
+            self._announce_task.cancel()
+            self._announce_task = None
+
+    def _on_transition(self, t: Transition) -> None:
+        self.transitions.append(
+            TransitionRecord(time.time(), t.from_state.name, t.to_state.name, t.reason, t.priority)
+        )
+        self._log.info(
+            "transition",
+            instance=self.name,
+            **{"from": t.from_state.name, "to": t.to_state.name},
+            reason=t.reason,
+            priority=t.priority,
+        )
+        self._notifier.transition(self.name, t.to_state.name, t.priority)
+        for listener in self.listeners:
+            listener(t)

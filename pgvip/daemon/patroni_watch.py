@@ -1,0 +1,95 @@
+"""Polls the local Patroni and turns its answers into eligibility events for an instance."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pgvip.patroni.client import PatroniClient
+from pgvip.patroni.verdict import Observation, PatroniResponseError, Verdict
+from pgvip.policy.eligibility import EligibilityPolicy
+from pgvip.vrrp.events import EligibilityChanged
+
+# /patroni is context (failsafe, timeline), not the verdict: read it on every
+# change of verdict and otherwise once every this many polls.
+STATUS_EVERY = 10
+
+
+class PatroniWatch:
+    """Polls one Patroni endpoint (e.g. /primary) at a fixed cadence."""
+
+    def __init__(
+        self,
+        client: PatroniClient,
+        policy: EligibilityPolicy,
+        *,
+        poll: Callable[[], Awaitable[Observation]],
+        interval: float,
+        feed: Callable[[EligibilityChanged], None],
+        log: Any,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self.policy = policy
+        self._poll = poll
+        self._interval = interval
+        self._feed = feed
+        self._log = log
+        self._clock = clock
+        self.last: Observation | None = None
+        self.status: Any = None  # the last PatroniStatus read from /patroni
+        self.failsafe_active: bool | None = None
+        self.errors: dict[str, int] = {}
+        self._last_cause: str | None = None
+        self._suppressed = 0
+        self.polls = 0
+
+    async def run(self) -> None:
+        first = True
+        next_at = self._clock()
+        while True:
+            obs = await self._poll()
+            self.polls += 1
+            if self.last is None or obs.verdict != self.last.verdict or self.polls % STATUS_EVERY == 0:
+                await self._refresh_status()
+            obs = dataclasses.replace(obs, failsafe_active=self.failsafe_active)
+            self._log_errors(obs)
+            self.last = obs
+            decision = self.policy.observe(obs)
+            if decision.changed or first:
+                self._feed(EligibilityChanged(eligible=decision.eligible, reason=decision.reason))
+                first = False
+            next_at += self._interval
+            delay = next_at - self._clock()
+            if delay < 0:  # a slow answer: do not fire a burst of catch-up polls
+                next_at = self._clock()
+                delay = 0
+            await asyncio.sleep(delay)
+
+    async def _refresh_status(self) -> None:
+        try:
+            self.status = await self._client.patroni_status()
+        except (PatroniResponseError, Exception) as exc:  # context only: never fatal
+            self._log.debug("/patroni unavailable", error=str(exc))
+            return
+        self.failsafe_active = self.status.failsafe_mode_is_active
+
+    def _log_errors(self, obs: Observation) -> None:
+        cause = None if obs.verdict is not Verdict.UNKNOWN else obs.cause
+        if cause is not None:
+            self.errors[cause] = self.errors.get(cause, 0) + 1
+        if cause == self._last_cause:
+            if cause is not None:
+                self._suppressed += 1
+            return
+        # Logged once per change of cause, not once per poll.
+        if cause is None:
+            self._log.info("Patroni answering again", reason=obs.reason,
+                           suppressed=self._suppressed)
+        else:
+            self._log.warning("cannot ask Patroni", cause=cause, reason=obs.reason)
+        self._last_cause = cause
+        self._suppressed = 0
