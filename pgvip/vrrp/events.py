@@ -1,0 +1,41 @@
+"""Inputs of the VRRP state machine: what the daemon feeds `VrrpInstance.handle`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pgvip.vrrp.packet import Advert, IPAddress
+from pgvip.vrrp.states import State
+
+__all__ = ["AdvertReceived", "EligibilityChanged", "Event", "Shutdown", "State", "Tick"]
+
+
+@dataclass(frozen=True)
+class AdvertReceived:
+    """A decoded advertisement from another router; `src` is its primary address."""
+
+    advert: Advert
+    src: IPAddress
+
+
+@dataclass(frozen=True)
+class EligibilityChanged:
+    """Whether this node may hold the VIP (for the RW VIP: it is Patroni's leader)."""
+
+    eligible: bool
+    reason: str  # human text from the policy, e.g. "/primary 503"
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed: deliver when now >= `VrrpInstance.next_deadline()`; early ticks are harmless."""
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """The daemon is stopping: resign if master, then ignore everything."""
+
+    reason: str  # e.g. "SIGTERM"
+
+
+Event = AdvertReceived | EligibilityChanged | Tick | Shutdown
