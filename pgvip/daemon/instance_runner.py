@@ -111,7 +111,9 @@ class InstanceRunner:
             except Exception as exc:  # one failed action must not stop the others
                 self.apply_errors += 1
                 self._log.error(
-                    "action failed", instance=self.name, action=type(action).__name__,
+                    "action failed",
+                    instance=self.name,
+                    action=type(action).__name__,
                     error=str(exc) or type(exc).__name__,
                 )
 
@@ -122,15 +124,17 @@ class InstanceRunner:
             async with self.lock:
                 for vip in self.vips:
                     if await self._addresses.add(vip):
-                        self._log.info("VIP added", instance=self.name, vip=str(vip),
-                                       interface=self._ifname)
+                        self._log.info(
+                            "VIP added", instance=self.name, vip=str(vip), interface=self._ifname
+                        )
         elif isinstance(action, RemoveVip):
             self._stop_announcing()
             async with self.lock:
                 for vip in self.vips:
                     if await self._addresses.remove(vip):
-                        self._log.info("VIP removed", instance=self.name, vip=str(vip),
-                                       interface=self._ifname)
+                        self._log.info(
+                            "VIP removed", instance=self.name, vip=str(vip), interface=self._ifname
+                        )
         elif isinstance(action, Announce):
             self.start_announcing()
         elif isinstance(action, Transition):

@@ -38,7 +38,7 @@ class Notifier:
             return
         try:
             _, err = await asyncio.wait_for(proc.communicate(), self._timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
             self._log.error("notify command timed out", argv=argv, timeout=self._timeout)

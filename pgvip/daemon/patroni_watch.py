@@ -53,7 +53,11 @@ class PatroniWatch:
         while True:
             obs = await self._poll()
             self.polls += 1
-            if self.last is None or obs.verdict != self.last.verdict or self.polls % STATUS_EVERY == 0:
+            if (
+                self.last is None
+                or obs.verdict != self.last.verdict
+                or self.polls % STATUS_EVERY == 0
+            ):
                 await self._refresh_status()
             obs = dataclasses.replace(obs, failsafe_active=self.failsafe_active)
             self._log_errors(obs)
@@ -87,8 +91,9 @@ class PatroniWatch:
             return
         # Logged once per change of cause, not once per poll.
         if cause is None:
-            self._log.info("Patroni answering again", reason=obs.reason,
-                           suppressed=self._suppressed)
+            self._log.info(
+                "Patroni answering again", reason=obs.reason, suppressed=self._suppressed
+            )
         else:
             self._log.warning("cannot ask Patroni", cause=cause, reason=obs.reason)
         self._last_cause = cause

@@ -4,6 +4,7 @@ is there, on every address/link event and periodically."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from pgvip.daemon.instance_runner import InstanceRunner
@@ -38,10 +39,8 @@ class Reconciler:
                 await self.reconcile_once()
             except Exception as exc:
                 self._log.error("reconcile failed", error=str(exc) or type(exc).__name__)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
-            except TimeoutError:
-                pass
             self._wake.clear()
 
     async def reconcile_once(self) -> None:
@@ -56,7 +55,8 @@ class Reconciler:
                         self.repairs += 1
                         self._log.warning(
                             "reconcile: VIP missing while MASTER, re-added",
-                            instance=runner.name, vip=str(vip),
+                            instance=runner.name,
+                            vip=str(vip),
                         )
                         runner.start_announcing()
                     elif have and not want:
@@ -64,7 +64,9 @@ class Reconciler:
                         self.repairs += 1
                         self._log.warning(
                             "reconcile: VIP present while not MASTER, removed",
-                            instance=runner.name, vip=str(vip), state=runner.instance.state.name,
+                            instance=runner.name,
+                            vip=str(vip),
+                            state=runner.instance.state.name,
                         )
 
     async def watch(self, watcher: AddressWatcher) -> None:

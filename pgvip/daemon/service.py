@@ -8,10 +8,9 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from pgvip.config import Config, ConfigError
+from pgvip.config import Config, ConfigError, PatroniConfig, read_password_file
 from pgvip.daemon.instance_runner import AnnounceSettings, InstanceRunner
 from pgvip.daemon.notify import Notifier
 from pgvip.daemon.patroni_watch import PatroniWatch
@@ -28,10 +27,10 @@ from pgvip.vrrp.instance import InstanceConfig, VrrpInstance
 SHUTDOWN_BUDGET = 0.8  # seconds; systemd and the issue ask for exit within 1 s
 
 
-def _password(path: str | None) -> str | None:
-    if not path:
-        return None
-    return Path(path).read_text().strip()
+def _password(cfg: PatroniConfig) -> str | None:
+    if cfg.password_file:
+        return read_password_file(cfg.password_file)
+    return cfg.password
 
 
 class Engine:
@@ -75,7 +74,7 @@ class Engine:
                 cert_file=cfg.patroni.cert_file,
                 key_file=cfg.patroni.key_file,
                 username=cfg.patroni.username,
-                password=_password(cfg.patroni.password_file),
+                password=_password(cfg.patroni),
             )
         )
         now = time.monotonic()
@@ -96,15 +95,27 @@ class Engine:
             cfg.announce.garp_count, cfg.announce.garp_interval, cfg.announce.garp_refresh
         )
         runner = InstanceRunner(
-            "rw", rw, ifname=ifname, channel=self.channel, addresses=self.addresses,
-            announcer=self.announcer, announce=announce, notifier=self.notifier,
+            "rw",
+            rw,
+            ifname=ifname,
+            channel=self.channel,
+            addresses=self.addresses,
+            announcer=self.announcer,
+            announce=announce,
+            notifier=self.notifier,
             log=self.log,
         )
         self.runners.append(runner)
         self.channel.route(cfg.rw.vrid, runner.feed)
         watch = PatroniWatch(
             self.client,
-            EligibilityPolicy(cfg.patroni.rise, cfg.patroni.fall, cfg.patroni.grace),
+            EligibilityPolicy(
+                cfg.patroni.rise,
+                cfg.patroni.fall,
+                cfg.patroni.grace,
+                failsafe_keep=cfg.patroni.failsafe_keep,
+                failsafe_max=cfg.patroni.failsafe_max,
+            ),
             poll=self.client.primary,
             interval=cfg.patroni.poll_interval,
             feed=runner.feed,
@@ -122,8 +133,13 @@ class Engine:
         self._spawn(self.reconciler.run(), "reconcile")
         self._spawn(self.reconciler.watch(watcher), "netlink-watch")
         self.log.info(
-            "started", interface=ifname, source=str(source), rw_vip=str(rw_vip),
-            rw_vrid=cfg.rw.vrid, priority=cfg.rw.priority, advert_int_cs=cfg.vrrp.advert_int,
+            "started",
+            interface=ifname,
+            source=str(source),
+            rw_vip=str(rw_vip),
+            rw_vrid=cfg.rw.vrid,
+            priority=cfg.rw.priority,
+            advert_int_cs=cfg.vrrp.advert_int,
             patroni=cfg.patroni.url,
             mode="unicast" if cfg.vrrp.unicast_peers else "multicast",
         )
@@ -138,8 +154,9 @@ class Engine:
             return
         exc = task.exception()
         if exc is not None and not self.failed.done():
-            self.log.error("task crashed", task=task.get_name(),
-                           error=f"{type(exc).__name__}: {exc}")
+            self.log.error(
+                "task crashed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}"
+            )
             self.failed.set_result(exc)
 
     async def stop(self, reason: str) -> None:
@@ -166,8 +183,11 @@ class Daemon:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig, what in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT"),
-                          (signal.SIGHUP, "SIGHUP")):
+        for sig, what in (
+            (signal.SIGTERM, "SIGTERM"),
+            (signal.SIGINT, "SIGINT"),
+            (signal.SIGHUP, "SIGHUP"),
+        ):
             loop.add_signal_handler(sig, self._events.put_nowait, what)
         self.engine = Engine(self._config, self.log)
         try:
@@ -197,12 +217,14 @@ class Daemon:
         try:
             new = self._reload()
         except ConfigError as exc:
-            self.log.error("reload refused: invalid config; keeping the running one",
-                           problems=str(exc))
+            self.log.error(
+                "reload refused: invalid config; keeping the running one", problems=str(exc)
+            )
             return
         except OSError as exc:
-            self.log.error("reload refused: cannot read config; keeping the running one",
-                           error=str(exc))
+            self.log.error(
+                "reload refused: cannot read config; keeping the running one", error=str(exc)
+            )
             return
         if new == self._config:
             self.log.info("reload: config unchanged")
