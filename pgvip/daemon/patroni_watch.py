@@ -9,13 +9,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pgvip.patroni.client import PatroniClient
-from pgvip.patroni.verdict import Observation, PatroniResponseError, Verdict
+from pgvip.patroni.verdict import ErrorLogThrottle, Observation, PatroniError, Verdict
 from pgvip.policy.eligibility import EligibilityPolicy
 from pgvip.vrrp.events import EligibilityChanged
 
 # /patroni is context (failsafe, timeline), not the verdict: read it on every
 # change of verdict and otherwise once every this many polls.
 STATUS_EVERY = 10
+_DEFINITE = {"ok", "http_503"}
 
 
 class PatroniWatch:
@@ -43,8 +44,7 @@ class PatroniWatch:
         self.status: Any = None  # the last PatroniStatus read from /patroni
         self.failsafe_active: bool | None = None
         self.errors: dict[str, int] = {}
-        self._last_cause: str | None = None
-        self._suppressed = 0
+        self._throttle = ErrorLogThrottle()
         self.polls = 0
 
     async def run(self) -> None:
@@ -76,25 +76,25 @@ class PatroniWatch:
     async def _refresh_status(self) -> None:
         try:
             self.status = await self._client.patroni_status()
-        except (PatroniResponseError, Exception) as exc:  # context only: never fatal
+        except PatroniError as exc:  # context only: never fatal
             self._log.debug("/patroni unavailable", error=str(exc))
             return
         self.failsafe_active = self.status.failsafe_mode_is_active
 
     def _log_errors(self, obs: Observation) -> None:
-        cause = None if obs.verdict is not Verdict.UNKNOWN else obs.cause
-        if cause is not None:
-            self.errors[cause] = self.errors.get(cause, 0) + 1
-        if cause == self._last_cause:
-            if cause is not None:
-                self._suppressed += 1
+        if obs.verdict is Verdict.UNKNOWN:
+            self.errors[obs.cause] = self.errors.get(obs.cause, 0) + 1
+        decision = self._throttle.observe(obs.cause, obs.reason)
+        if not decision.log:
             return
-        # Logged once per change of cause, not once per poll.
-        if cause is None:
-            self._log.info(
-                "Patroni answering again", reason=obs.reason, suppressed=self._suppressed
+        if obs.verdict is Verdict.UNKNOWN:
+            self._log.warning(
+                "cannot ask Patroni",
+                cause=obs.cause,
+                reason=obs.reason,
+                repeats_of_previous=decision.suppressed,
             )
-        else:
-            self._log.warning("cannot ask Patroni", cause=cause, reason=obs.reason)
-        self._last_cause = cause
-        self._suppressed = 0
+        elif decision.previous is not None and decision.previous[0] not in _DEFINITE:
+            self._log.info(
+                "Patroni answering again", reason=obs.reason, failed_polls=decision.suppressed + 1
+            )
