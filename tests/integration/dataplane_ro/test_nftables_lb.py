@@ -1,0 +1,151 @@
+"""The nftables RO balancer for real, in a director namespace: split, removal, readback, clear,
+atomic replacement, and the DR real-server setup (which needs no IPVS)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from ipaddress import IPv4Address, IPv4Interface
+
+import pytest
+
+from pgvip.dataplane.addresses import PGVIP_IFA_PROTO, AddressManager
+from pgvip.dataplane.ipvs import setup_real_server, teardown_real_server
+from pgvip.dataplane.loadbalancer import LoadBalancerError, RealServer, VirtualService
+from pgvip.dataplane.nftables import NftablesLoadBalancer, build_document, normalise
+
+from .conftest import PORT, VIP4, VIP6, RoLab
+
+pytestmark = pytest.mark.integration
+
+
+def service(
+    lab: RoLab, *weights: tuple[str, int], scheduler: str = "rr", v6: bool = False
+) -> VirtualService:
+    vip = VIP6 if v6 else VIP4
+    addr = lab.v6 if v6 else lab.v4
+    backends = tuple(RealServer(addr(host), PORT, w) for host, w in weights)
+    return VirtualService(vip, PORT, backends, scheduler=scheduler)
+
+
+@pytest.fixture
+async def lb(ro_lab: RoLab) -> AsyncIterator[NftablesLoadBalancer]:
+    balancer = NftablesLoadBalancer(interface="eth0", netns=ro_lab.ns("dir"))
+    try:
+        yield balancer
+    finally:
+        await balancer.clear()
+
+
+async def test_round_robin_splits_new_connections(ro_lab: RoLab, lb: NftablesLoadBalancer) -> None:
+    desired = service(ro_lab, ("b1", 1), ("b2", 1))
+    assert await lb.apply(desired) is True
+    seen = ro_lab.connect("cli", VIP4, 100)
+    assert set(seen) == {"b1", "b2"}, seen
+    assert seen["b1"] >= 40 and seen["b2"] >= 40, seen
+    assert await lb.actual() == desired
+    assert await lb.apply(desired) is False  # idempotent: nothing rewritten
+
+
+async def test_weights_become_slots(ro_lab: RoLab, lb: NftablesLoadBalancer) -> None:
+    await lb.apply(service(ro_lab, ("b1", 3), ("b2", 1), scheduler="wrr"))
+    seen = ro_lab.connect("cli", VIP4, 100)
+    assert seen == {"b1": 75, "b2": 25}
+
+
+async def test_removed_or_drained_backend_gets_no_new_connections(
+    ro_lab: RoLab, lb: NftablesLoadBalancer
+) -> None:
+    await lb.apply(service(ro_lab, ("b1", 1), ("b2", 1)))
+    assert set(ro_lab.connect("cli", VIP4, 10)) == {"b1", "b2"}
+    assert await lb.apply(service(ro_lab, ("b1", 1))) is True
+    assert ro_lab.connect("cli", VIP4, 20) == {"b1": 20}
+    draining = service(ro_lab, ("b1", 1), ("b2", 0))
+    assert await lb.apply(draining) is False  # weight 0 is already the absence of slots
+    assert ro_lab.connect("cli", VIP4, 20) == {"b1": 20}
+    assert await lb.actual() == normalise(draining) == service(ro_lab, ("b1", 1))
+
+
+async def test_clients_on_the_director_itself_are_balanced(
+    ro_lab: RoLab, lb: NftablesLoadBalancer
+) -> None:
+    await lb.apply(service(ro_lab, ("b1", 1), ("b2", 1)))
+    assert ro_lab.connect("dir", VIP4, 10) == {"b1": 5, "b2": 5}
+
+
+async def test_no_backend_refuses_at_once(ro_lab: RoLab, lb: NftablesLoadBalancer) -> None:
+    await lb.apply(service(ro_lab))
+    start = time.monotonic()
+    seen = ro_lab.connect("cli", VIP4, 3)
+    assert time.monotonic() - start < 3
+    assert list(seen) and all(k.startswith("error:ConnectionRefusedError") for k in seen), seen
+
+
+async def test_ipv6_vip(ro_lab: RoLab, lb: NftablesLoadBalancer) -> None:
+    desired = service(ro_lab, ("b1", 1), ("b2", 1), v6=True)
+    await lb.apply(desired)
+    assert ro_lab.connect("cli", VIP6, 20) == {"b1": 10, "b2": 10}
+    assert await lb.actual() == desired
+    assert [t["family"] for t in ro_lab.nft_tables("dir") if t["name"] == "pgvip"] == ["ip6"]
+    assert ro_lab.sysctl("dir", "net/ipv6/conf/all/forwarding") == "1"
+
+
+async def test_clear_leaves_no_table_and_restores_sysctls(ro_lab: RoLab) -> None:
+    lb = NftablesLoadBalancer(interface="eth0", netns=ro_lab.ns("dir"))
+    before = ro_lab.sysctl("dir", "net/ipv4/ip_forward")
+    assert before == "0"
+    await lb.apply(service(ro_lab, ("b1", 1)))
+    assert ro_lab.sysctl("dir", "net/ipv4/ip_forward") == "1"
+    assert ro_lab.sysctl("dir", "net/ipv4/conf/all/send_redirects") == "0"
+    assert ro_lab.sysctl("dir", "net/ipv4/conf/eth0/send_redirects") == "0"
+    await lb.clear()
+    assert [t for t in ro_lab.nft_tables("dir") if t["name"] == "pgvip"] == []
+    assert await lb.actual() is None
+    assert ro_lab.sysctl("dir", "net/ipv4/ip_forward") == before
+    assert ro_lab.sysctl("dir", "net/ipv4/conf/eth0/send_redirects") == "1"
+    await lb.clear()  # idempotent
+
+
+async def test_a_rejected_document_leaves_the_old_table(
+    ro_lab: RoLab, lb: NftablesLoadBalancer
+) -> None:
+    good = service(ro_lab, ("b1", 1), ("b2", 1))
+    await lb.apply(good)
+    broken = build_document(service(ro_lab, ("b1", 1)))
+    broken["nftables"][-1]["add"]["rule"]["chain"] = "forward"  # no such chain
+    with pytest.raises(LoadBalancerError, match="No such file or directory"):
+        await lb._nft(["-j", "-f", "-"], stdin=json.dumps(broken))
+    assert await lb.actual() == good
+    assert set(ro_lab.connect("cli", VIP4, 4)) == {"b1", "b2"}
+
+
+async def test_apply_heals_a_hand_edited_table(ro_lab: RoLab, lb: NftablesLoadBalancer) -> None:
+    desired = service(ro_lab, ("b1", 1), ("b2", 1))
+    await lb.apply(desired)
+    ro_lab.exec("dir", "nft", "flush", "chain", "ip", "pgvip", "postrouting")
+    with pytest.raises(LoadBalancerError, match="expected 1 rule in postrouting"):
+        await lb.actual()
+    assert await lb.apply(desired) is True
+    assert await lb.actual() == desired
+    assert set(ro_lab.connect("cli", VIP4, 4)) == {"b1", "b2"}
+
+
+async def test_dr_real_server_setup(ro_lab: RoLab) -> None:
+    ns = ro_lab.ns("b1")
+    vip = IPv4Address("198.51.100.49")
+    assert PGVIP_IFA_PROTO == 0x9A
+    assert await setup_real_server(vip, netns=ns, interface="eth0") is True
+    assert await setup_real_server(vip, netns=ns, interface="eth0") is False
+    async with AddressManager("lo", ns) as lo:
+        assert IPv4Interface(f"{vip}/32") in await lo.owned()
+    assert ro_lab.sysctl("b1", "net/ipv4/conf/all/arp_ignore") == "1"
+    assert ro_lab.sysctl("b1", "net/ipv4/conf/all/arp_announce") == "2"
+    assert ro_lab.sysctl("b1", "net/ipv4/conf/eth0/arp_ignore") == "1"
+    # The VIP on lo is not announced: the client cannot resolve it to b1.
+    seen = ro_lab.exec("cli", "ping", "-c1", "-W1", str(vip), check=False)
+    assert seen.returncode != 0
+    assert await teardown_real_server(vip, netns=ns) is True
+    assert await teardown_real_server(vip, netns=ns) is False
+    async with AddressManager("lo", ns) as lo:
+        assert await lo.owned() == set()
