@@ -1,0 +1,452 @@
+"""VIP addresses on an interface through rtnetlink (pyroute2), each tagged with IFA_PROTO.
+
+The tag lets pgvip find and release its own addresses after a crash; `AddressWatcher`
+reports link and address changes so the daemon can reconcile at once instead of waiting.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Interface, IPv6Interface
+from typing import Any
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
+
+from pgvip.dataplane.privileges import describe_missing_interface
+
+VipInterface = IPv4Interface | IPv6Interface
+
+PGVIP_IFA_PROTO = 0x9A
+IFA_F_NODAD = 0x02
+IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000
+
+_PERMISSION_CODES = (errno.EPERM, errno.EACCES)
+
+
+class AddressError(RuntimeError):
+    """Adding, removing or listing addresses failed; the message says what and why.
+
+    `code` is the errno behind it, when there is one.
+    """
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+async def _connect(netns: str | None, **kwargs: Any) -> AsyncIPRoute:
+    """An open AsyncIPRoute; errors opening it (pyroute2 opens lazily) become AddressError."""
+    where = "the current network namespace" if netns is None else f"network namespace {netns}"
+    # pyroute2's default flags would silently create a missing namespace.
+    ipr = AsyncIPRoute(**kwargs) if netns is None else AsyncIPRoute(netns=netns, flags=0, **kwargs)
+    try:
+        await ipr.setup_endpoint()
+    except FileNotFoundError:
+        ipr.close()
+        raise AddressError(f"network namespace {netns} does not exist", code=errno.ENOENT) from None
+    except PermissionError as exc:
+        ipr.close()
+        raise AddressError(
+            f"cannot open a netlink socket in {where}: permission denied ({exc.strerror})",
+            code=exc.errno,
+        ) from exc
+    except OSError as exc:
+        ipr.close()
+        raise AddressError(
+            f"cannot open a netlink socket in {where}: {exc.strerror}", code=exc.errno
+        ) from exc
+    return ipr
+
+
+def _check_vip(vip: object) -> VipInterface:
+    if not isinstance(vip, IPv4Interface | IPv6Interface):
+        raise TypeError(f"a VIP must be an IPv4Interface or IPv6Interface, got {vip!r}")
+    return vip
+
+
+def _message_interface(msg: Any) -> VipInterface:
+    # For IPv4, IFA_LOCAL is the address itself; IFA_ADDRESS is the peer on p2p links.
+    address = msg.get("local") or msg.get("address")
+    return ipaddress.ip_interface(f"{address}/{msg['prefixlen']}")
+
+
+async def _link_names(ipr: AsyncIPRoute) -> dict[int, str]:
+    return {link["index"]: link.get("ifname") async for link in await ipr.link("dump")}
+
+
+def _code(exc: BaseException) -> int | None:
+    if isinstance(exc, NetlinkError):
+        return int(exc.code)
+    if isinstance(exc, OSError) and isinstance(exc.errno, int):
+        return exc.errno
+    return None
+
+
+def _error(action: str, exc: NetlinkError | OSError, missing: str | None = None) -> AddressError:
+    code = _code(exc)
+    if code in _PERMISSION_CODES:
+        return AddressError(f"{action} failed: needs CAP_NET_ADMIN (permission denied)", code=code)
+    if code == errno.ENODEV and missing is not None:
+        return AddressError(f"{action} failed: {missing}", code=code)
+    reason = os.strerror(code) if code else str(exc)
+    return AddressError(f"{action} failed: {reason} (errno {code})", code=code)
+
+
+class AddressManager:
+    """The VIPs of one interface, in the current network namespace or in `netns`.
+
+    Use as `async with AddressManager("eth0") as addrs:`. add() and remove() use a cached
+    interface index and look the name up again when the kernel says it is gone (the link
+    was recreated); listings look it up every time, since a stale index would list nothing.
+    """
+
+    def __init__(self, ifname: str, netns: str | None = None) -> None:
+        self.ifname = ifname
+        self.netns = netns
+        self._ipr: AsyncIPRoute | None = None
+        self._index: int | None = None
+
+    async def __aenter__(self) -> AddressManager:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def open(self) -> None:
+        if self._ipr is None:
+            self._ipr = await _connect(self.netns)
+        try:
+            await self.ifindex()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+        self._index = None
+
+    @property
+    def _sock(self) -> AsyncIPRoute:
+        if self._ipr is None:
+            raise AddressError(f"address manager for {self.ifname} is not open")
+        return self._ipr
+
+    def invalidate(self) -> None:
+        """Forget the cached interface index (call on a link removal notification)."""
+        self._index = None
+
+    async def _fail(self, action: str, exc: NetlinkError | OSError) -> AddressError:
+        missing = await self._missing_interface() if _code(exc) == errno.ENODEV else None
+        return _error(action, exc, missing)
+
+    async def _missing_interface(self) -> str:
+        try:
+            names = list((await _link_names(self._sock)).values())
+        except (NetlinkError, OSError):
+            names = []
+        return describe_missing_interface(self.ifname, names)
+
+    async def _resolve(self) -> int:
+        # A dump, not link("get"): pyroute2 0.9.7 leaves the kernel's ACK to a "get" in the
+        # socket's unread default queue, one message per call, for as long as the socket lives.
+        try:
+            names = await _link_names(self._sock)
+        except (NetlinkError, OSError) as exc:
+            raise _error(f"looking up interface {self.ifname}", exc) from exc
+        for index, name in names.items():
+            if name == self.ifname:
+                self._index = index
+                return index
+        self._index = None
+        raise AddressError(
+            describe_missing_interface(self.ifname, names.values()), code=errno.ENODEV
+        )
+
+    async def ifindex(self) -> int:
+        """The interface index, resolved on first use and after an invalidation."""
+        if self._index is None:
+            return await self._resolve()
+        return self._index
+
+    async def _addr(self, command: str, vip: VipInterface, **extra: Any) -> None:
+        kwargs: dict[str, Any] = {
+            "address": str(vip.ip),
+            "prefixlen": vip.network.prefixlen,
+            **extra,
+        }
+        index = await self.ifindex()
+        try:
+            await self._sock.addr(command, index=index, **kwargs)
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:
+                raise
+            # The link was deleted, maybe recreated under the same name with a new index.
+            if await self._resolve() == index:
+                raise
+            await self._sock.addr(command, index=self._index, **kwargs)
+
+    async def add(self, vip: VipInterface) -> bool:
+        """Add `vip` tagged PGVIP_IFA_PROTO; True if added now, False if it was already there."""
+        vip = _check_vip(vip)
+        extra: dict[str, Any] = {"proto": PGVIP_IFA_PROTO}
+        if vip.version == 6:
+            # A VIP that moves between nodes must be usable at once: DAD would keep it
+            # tentative (unusable) for a second or more after every takeover.
+            extra["flags"] = IFA_F_NODAD
+        try:
+            await self._addr("add", vip, **extra)
+        except (NetlinkError, OSError) as exc:
+            if _code(exc) == errno.EEXIST:
+                return False
+            raise await self._fail(f"adding {vip} to {self.ifname}", exc) from exc
+        return True
+
+    async def remove(self, vip: VipInterface) -> bool:
+        """Remove `vip`; True if removed now, False if it was not there.
+
+        The prefix length must match the one it was added with (the kernel's key).
+        """
+        vip = _check_vip(vip)
+        try:
+            await self._addr("del", vip)
+        except (NetlinkError, OSError) as exc:
+            if _code(exc) in (errno.EADDRNOTAVAIL, errno.ENOENT):
+                return False
+            raise await self._fail(f"removing {vip} from {self.ifname}", exc) from exc
+        return True
+
+    async def _dump(self) -> list[Any]:
+        # Re-resolve on every listing: a stale index would silently list nothing.
+        index = await self._resolve()
+        try:
+            return [msg async for msg in await self._sock.addr("dump", index=index)]
+        except (NetlinkError, OSError) as exc:
+            raise _error(f"listing addresses of {self.ifname}", exc) from exc
+
+    async def owned(self) -> set[VipInterface]:
+        """Addresses on the interface tagged PGVIP_IFA_PROTO (ours, even from a past run)."""
+        return {
+            _message_interface(msg)
+            for msg in await self._dump()
+            if msg.get("proto") == PGVIP_IFA_PROTO
+        }
+
+    async def addresses(self) -> set[VipInterface]:
+        """Every address on the interface, tagged or not."""
+        return {_message_interface(msg) for msg in await self._dump()}
+
+    async def has(self, vip: VipInterface) -> bool:
+        """True if `vip` (address and prefix length) is on the interface, tagged or not."""
+        vip = _check_vip(vip)
+        return vip in await self.addresses()
+
+
+@dataclass(frozen=True)
+class ReleasedAddress:
+    """One address `release_all` removed."""
+
+    ifname: str
+    address: VipInterface
+
+    def __str__(self) -> str:
+        return f"{self.address} on {self.ifname}"
+
+
+async def release_all(
+    ifname: str, netns: str | None = None, extra_ifnames: Iterable[str] = ("lo",)
+) -> list[ReleasedAddress]:
+    """Remove every PGVIP_IFA_PROTO-tagged address from `ifname` and `extra_ifnames`.
+
+    For `pgvip release` (systemd ExecStopPost): untagged addresses are never touched.
+    A missing `ifname` raises AddressError; a missing extra interface is skipped.
+    """
+    released: list[ReleasedAddress] = []
+    ipr = await _connect(netns)
+    try:
+        try:
+            names = await _link_names(ipr)
+        except (NetlinkError, OSError) as exc:
+            raise _error("listing interfaces", exc) from exc
+        by_name = {name: index for index, name in names.items()}
+        if ifname not in by_name:
+            raise AddressError(
+                describe_missing_interface(ifname, names.values()), code=errno.ENODEV
+            )
+        wanted = {by_name[name]: name for name in (ifname, *extra_ifnames) if name in by_name}
+        try:
+            messages = [msg async for msg in await ipr.addr("dump")]
+        except (NetlinkError, OSError) as exc:
+            raise _error("listing addresses", exc) from exc
+        for msg in messages:
+            if msg.get("proto") != PGVIP_IFA_PROTO or msg["index"] not in wanted:
+                continue
+            vip = _message_interface(msg)
+            name = wanted[msg["index"]]
+            try:
+                await ipr.addr(
+                    "del", index=msg["index"], address=str(vip.ip), prefixlen=vip.network.prefixlen
+                )
+            except NetlinkError as exc:
+                if exc.code in (errno.EADDRNOTAVAIL, errno.ENOENT):
+                    continue  # gone meanwhile (a link flap): already released
+                raise _error(f"removing {vip} from {name}", exc) from exc
+            released.append(ReleasedAddress(name, vip))
+    finally:
+        ipr.close()
+    return released
+
+
+# -- notifications ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinkChanged:
+    """A link appeared, changed state, or was removed."""
+
+    ifname: str
+    index: int
+    up: bool  # administratively up (IFF_UP)
+    carrier: bool  # lower layer up (IFF_LOWER_UP)
+    removed: bool = False
+
+
+@dataclass(frozen=True)
+class AddressChanged:
+    """An address was added to or removed from a link."""
+
+    ifname: str | None  # None if the link was unknown (already gone)
+    index: int
+    address: VipInterface
+    added: bool
+    tagged: bool  # carries PGVIP_IFA_PROTO
+
+
+@dataclass(frozen=True)
+class EventsLost:
+    """The kernel dropped notifications (socket overrun): reconcile everything."""
+
+    reason: str
+
+
+Notification = LinkChanged | AddressChanged | EventsLost
+
+WATCH_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
+
+
+class AddressWatcher:
+    """Async iterator of link and address notifications for a namespace (default: current).
+
+    `async with AddressWatcher() as watcher: async for note in watcher: ...`. A link that
+    re-announces the same up/carrier state is reported once.
+    """
+
+    def __init__(self, netns: str | None = None, *, rcvbuf: int = 1 << 20) -> None:
+        self.netns = netns
+        self.rcvbuf = rcvbuf
+        self._ipr: AsyncIPRoute | None = None
+        self._names: dict[int, str] = {}
+        self._link_state: dict[int, tuple[bool, bool]] = {}
+        self._pending: deque[Notification] = deque()
+        self._closed = False
+
+    async def __aenter__(self) -> AddressWatcher:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def open(self) -> None:
+        self._closed = False
+        ipr = await _connect(self.netns, groups=WATCH_GROUPS, rcvbuf=self.rcvbuf)
+        try:
+            # Subscribe before the dump, so that no change falls between the two.
+            await ipr.bind()
+            links = [link async for link in await ipr.link("dump")]
+        except (NetlinkError, OSError) as exc:
+            ipr.close()
+            raise _error("subscribing to link and address notifications", exc) from exc
+        self._ipr = ipr
+        self._names = {}
+        self._link_state = {}
+        for link in links:
+            self._names[link["index"]] = link.get("ifname")
+            self._link_state[link["index"]] = self._state(link)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    def ifname(self, index: int) -> str | None:
+        return self._names.get(index)
+
+    def __aiter__(self) -> AddressWatcher:
+        return self
+
+    async def __anext__(self) -> Notification:
+        while not self._pending:
+            if self._closed or self._ipr is None:
+                raise StopAsyncIteration
+            try:
+                batch = [msg async for msg in self._ipr.get()]
+            except (NetlinkError, OSError) as exc:
+                if self._closed:
+                    raise StopAsyncIteration from exc
+                # An overrun (ENOBUFS) leaves the socket unusable: start over, and say so.
+                code = _code(exc)
+                self._ipr.close()
+                self._ipr = None
+                await self.open()
+                return EventsLost(f"notification socket error: {os.strerror(code or 0)}")
+            for msg in batch:
+                note = self._translate(msg)
+                if note is not None:
+                    self._pending.append(note)
+        return self._pending.popleft()
+
+    @staticmethod
+    def _state(link: Any) -> tuple[bool, bool]:
+        flags = link.get("flags") or 0
+        return bool(flags & IFF_UP), bool(flags & IFF_LOWER_UP)
+
+    def _translate(self, msg: Any) -> Notification | None:
+        event = msg.get("event")
+        if event in ("RTM_NEWLINK", "RTM_DELLINK"):
+            index = msg["index"]
+            name = msg.get("ifname") or self._names.get(index) or str(index)
+            state = self._state(msg)
+            if event == "RTM_DELLINK":
+                self._names.pop(index, None)
+                self._link_state.pop(index, None)
+                return LinkChanged(name, index, False, False, removed=True)
+            self._names[index] = name
+            if self._link_state.get(index) == state:
+                return None
+            self._link_state[index] = state
+            return LinkChanged(name, index, state[0], state[1])
+        if event in ("RTM_NEWADDR", "RTM_DELADDR"):
+            if msg.get("family") not in (socket.AF_INET, socket.AF_INET6):
+                return None
+            index = msg["index"]
+            return AddressChanged(
+                ifname=self._names.get(index),
+                index=index,
+                address=_message_interface(msg),
+                added=event == "RTM_NEWADDR",
+                tagged=msg.get("proto") == PGVIP_IFA_PROTO,
+            )
+        return None

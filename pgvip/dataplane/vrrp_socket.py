@@ -1,0 +1,432 @@
+"""Raw IP protocol-112 sockets carrying VRRPv3 on one interface, multicast or to unicast peers.
+
+Bytes in and out only (the codec is pgvip.vrrp.packet). Multicast needs two sockets: a raw
+socket bound to our unicast source never sees the group's traffic, so a second one joins it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import ipaddress
+import socket
+import struct
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any, cast
+
+from pgvip.dataplane.privileges import describe_missing_interface
+from pgvip.vrrp.packet import (
+    IPPROTO_VRRP,
+    VRRP_MCAST_V4,
+    VRRP_MCAST_V6,
+    VRRP_TTL,
+    VrrpPacketError,
+    parse_ipv4_datagram,
+)
+
+IPAddress = IPv4Address | IPv6Address
+
+# Linux values the socket module does not export.
+IP_MULTICAST_ALL = 49
+IPV6_MULTICAST_ALL = 29
+SO_ATTACH_FILTER = 26
+VRRP_CHECKSUM_OFFSET = 6  # for IPV6_CHECKSUM: the kernel computes and verifies it
+
+_BUFSIZE = 8192  # 60-byte IPv4 header + 8 + 255 * 16 address bytes fits with room to spare
+_ANCBUFSIZE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20)  # hop limit + in6_pktinfo
+_IN6_PKTINFO = struct.Struct("=16sI")
+_IP_MREQN = struct.Struct("=4s4si")
+_IPV6_MREQ = struct.Struct("=16sI")
+
+
+class VrrpSocketError(RuntimeError):
+    """Opening, sending on or reading a VRRP socket failed; the message says which and why."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Received:
+    """One VRRP message as read from the wire (the IP header already stripped)."""
+
+    payload: bytes
+    src: IPAddress
+    dst: IPAddress
+    ttl: int | None  # IPv4 TTL or IPv6 hop limit; RFC 5798 requires 255
+
+
+def _reason(ifname: str, exc: OSError) -> str:
+    code = exc.errno
+    if code in (errno.EPERM, errno.EACCES):
+        return "raw socket for VRRP needs CAP_NET_RAW (permission denied)"
+    if code in (errno.ENODEV, errno.ENXIO):
+        return describe_missing_interface(ifname)
+    if code == errno.EADDRNOTAVAIL:
+        return "the address is not configured here (or is still tentative during IPv6 DAD)"
+    if code == errno.ENETDOWN:
+        return f"interface {ifname} is down"
+    return exc.strerror or str(exc)
+
+
+def _socket_error(what: str, ifname: str, exc: OSError) -> VrrpSocketError:
+    return VrrpSocketError(f"{what} failed: {_reason(ifname, exc)}", code=exc.errno)
+
+
+@contextmanager
+def _step(what: str, ifname: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise _socket_error(what, ifname, exc) from exc
+
+
+def _drop_all_input(sock: socket.socket) -> None:
+    # A send-only raw socket still matches incoming proto-112 packets to its address; a
+    # one-instruction BPF "return 0" keeps it from queueing them (the kernel copies it).
+    program = ctypes.create_string_buffer(struct.pack("=HBBI", 0x06, 0, 0, 0))  # BPF_RET|BPF_K
+    fprog = struct.pack("@HP", 1, ctypes.addressof(program))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+def _normalise_family(family: int) -> int:
+    if family in (socket.AF_INET, 4):
+        return 4
+    if family in (socket.AF_INET6, 6):
+        return 6
+    raise ValueError(f"family must be socket.AF_INET or socket.AF_INET6, got {family!r}")
+
+
+def _strip_scope(host: str) -> str:
+    return host.split("%", 1)[0]
+
+
+# -- pure parts of receiving ---------------------------------------------------------------
+
+
+def parse_v4(datagram: bytes) -> Received:
+    """A Received from an IPv4 raw read (which starts with the IP header)."""
+    src, dst, ttl, payload = parse_ipv4_datagram(datagram)
+    return Received(payload, src, dst, ttl)
+
+
+def parse_v6(
+    data: bytes,
+    ancdata: Iterable[tuple[int, int, bytes]],
+    address: tuple[Any, ...],
+    default_dst: IPv6Address,
+) -> Received:
+    """A Received from an IPv6 recvmsg: the hop limit and destination come as ancillary data."""
+    ttl: int | None = None
+    dst = default_dst
+    for level, kind, value in ancdata:
+        if level != socket.IPPROTO_IPV6:
+            continue
+        if kind == socket.IPV6_HOPLIMIT and len(value) >= 4:
+            ttl = struct.unpack_from("=i", value)[0]
+        elif kind == socket.IPV6_PKTINFO and len(value) >= _IN6_PKTINFO.size:
+            dst = IPv6Address(_IN6_PKTINFO.unpack_from(value)[0])
+    src = IPv6Address(_strip_scope(address[0]))
+    return Received(bytes(data), src, dst, ttl)
+
+
+def drop_reason(src: IPAddress, source: IPAddress, peers: frozenset[IPAddress]) -> str | None:
+    """Why a message from `src` is not for us ("own", "not_peer"), or None to accept it."""
+    if src == source:
+        return "own"
+    if peers and src not in peers:
+        return "not_peer"
+    return None
+
+
+# -- the socket ----------------------------------------------------------------------------
+
+
+class VrrpSocket:
+    """VRRP transport for one (interface, family): `send()` bytes, `await recv()` messages.
+
+    Create with `await VrrpSocket.open(...)`. Own packets, and in unicast mode packets from
+    addresses that are not peers, are dropped and counted in `dropped` (by reason, as are
+    malformed IP headers by their VrrpPacketError reason).
+    """
+
+    def __init__(
+        self,
+        *,
+        ifname: str,
+        ifindex: int,
+        source: IPAddress,
+        unicast_peers: tuple[IPAddress, ...],
+        tx: socket.socket,
+        rx: socket.socket,
+    ) -> None:
+        self.ifname = ifname
+        self.ifindex = ifindex
+        self.source = source
+        self.unicast_peers = unicast_peers
+        self._peer_set = frozenset(unicast_peers)
+        self._tx = tx
+        self._rx = rx
+        self._rx_fd = rx.fileno()
+        self._closed = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._waiter_loop: asyncio.AbstractEventLoop | None = None
+        self.sent = 0
+        self.received = 0
+        self.dropped: Counter[str] = Counter()
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET if self.source.version == 4 else socket.AF_INET6
+
+    @property
+    def group(self) -> IPAddress:
+        return VRRP_MCAST_V4 if self.source.version == 4 else VRRP_MCAST_V6
+
+    @property
+    def multicast(self) -> bool:
+        return not self.unicast_peers
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @classmethod
+    async def open(
+        cls,
+        ifname: str,
+        family: int,
+        source: IPAddress | str,
+        unicast_peers: Iterable[IPAddress | str] = (),
+    ) -> VrrpSocket:
+        """Open the sockets in the calling thread's network namespace.
+
+        `source` is our address on `ifname` (for IPv6 the link-local one, RFC 5798 §5.1.2.1).
+        With `unicast_peers`, adverts go to each peer and only peers are listened to.
+        """
+        version = _normalise_family(family)
+        src = ipaddress.ip_address(source)
+        peers = tuple(dict.fromkeys(ipaddress.ip_address(p) for p in unicast_peers))
+        if src.version != version:
+            raise ValueError(f"source {src} is not an IPv{version} address")
+        if src.is_multicast or src.is_unspecified:
+            raise ValueError(f"source must be a unicast address of {ifname}, got {src}")
+        for peer in peers:
+            if peer.version != version or peer.is_multicast or peer.is_unspecified:
+                raise ValueError(f"unicast peer {peer} is not a unicast IPv{version} address")
+            if peer == src:
+                raise ValueError(f"unicast peer {peer} is our own source address")
+        try:
+            ifindex = socket.if_nametoindex(ifname)
+        except OSError:
+            # if_nametoindex() reports a missing name without an errno.
+            raise VrrpSocketError(describe_missing_interface(ifname), code=errno.ENODEV) from None
+        if isinstance(src, IPv4Address):
+            v4peers = tuple(p for p in peers if isinstance(p, IPv4Address))
+            tx, rx = _open_v4(ifname, ifindex, src, v4peers)
+        else:
+            tx, rx = _open_v6(ifname, ifindex, src, bool(peers))
+        return cls(ifname=ifname, ifindex=ifindex, source=src, unicast_peers=peers, tx=tx, rx=rx)
+
+    async def __aenter__(self) -> VrrpSocket:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _destination(self, dst: IPAddress) -> tuple[Any, ...]:
+        if dst.version == 4:
+            return (str(dst), 0)
+        return (str(dst), 0, 0, self.ifindex)
+
+    def send(self, payload: bytes) -> None:
+        """Send one VRRP message to the group, or to every unicast peer."""
+        if self._closed:
+            raise VrrpSocketError(f"VRRP socket on {self.ifname} is closed")
+        failures = []
+        code = None
+        for dst in self.unicast_peers or (self.group,):
+            try:
+                self._tx.sendto(payload, self._destination(dst))
+            except OSError as exc:
+                code = exc.errno
+                failures.append(f"{dst}: {_reason(self.ifname, exc)}")
+            else:
+                self.sent += 1
+        if failures:
+            raise VrrpSocketError(
+                f"sending VRRP on {self.ifname} failed: " + "; ".join(failures), code=code
+            )
+
+    async def recv(self) -> Received:
+        """The next VRRP message for us (not our own, from a peer in unicast mode)."""
+        while True:
+            if self._closed:
+                raise VrrpSocketError(f"VRRP socket on {self.ifname} is closed")
+            try:
+                data, ancdata, flags, address = self._rx.recvmsg(_BUFSIZE, _ANCBUFSIZE)
+            except (BlockingIOError, InterruptedError):
+                await self._readable()
+                continue
+            except OSError as exc:
+                raise _socket_error(f"reading VRRP on {self.ifname}", self.ifname, exc) from exc
+            received = self._accept(data, ancdata, flags, address)
+            if received is not None:
+                self.received += 1
+                return received
+
+    def _accept(
+        self, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int, address: Any
+    ) -> Received | None:
+        if flags & socket.MSG_TRUNC:
+            self.dropped["truncated"] += 1
+            return None
+        try:
+            if self.source.version == 4:
+                received = parse_v4(data)
+            else:
+                default = cast(IPv6Address, self.source) if self.unicast_peers else VRRP_MCAST_V6
+                received = parse_v6(data, ancdata, address, default)
+        except VrrpPacketError as exc:
+            self.dropped[exc.reason] += 1
+            return None
+        reason = drop_reason(received.src, self.source, self._peer_set)
+        if reason is not None:
+            self.dropped[reason] += 1
+            return None
+        return received
+
+    async def _readable(self) -> None:
+        if self._waiter is not None:
+            raise RuntimeError(f"recv() on the VRRP socket of {self.ifname} is already waiting")
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter, self._waiter_loop = waiter, loop
+        loop.add_reader(self._rx_fd, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            if not self._closed:
+                loop.remove_reader(self._rx_fd)
+            self._waiter = self._waiter_loop = None
+
+    def close(self) -> None:
+        """Close both sockets; a pending recv() raises VrrpSocketError."""
+        if self._closed:
+            return
+        self._closed = True
+        waiter, loop = self._waiter, self._waiter_loop
+        if waiter is not None and loop is not None:
+            # Unregister before the fd is closed and maybe reused by another socket.
+            loop.remove_reader(self._rx_fd)
+            if not waiter.done():
+                waiter.set_exception(VrrpSocketError(f"VRRP socket on {self.ifname} was closed"))
+        self._rx.close()
+        if self._tx is not self._rx:
+            self._tx.close()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _raw_socket(family: int, ifname: str) -> socket.socket:
+    with _step("opening a raw IP protocol 112 socket", ifname):
+        sock = socket.socket(family, socket.SOCK_RAW, IPPROTO_VRRP)
+    try:
+        sock.setblocking(False)
+        with _step(f"binding the VRRP socket to device {ifname}", ifname):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _open_v4(
+    ifname: str, ifindex: int, source: IPv4Address, peers: tuple[IPv4Address, ...]
+) -> tuple[socket.socket, socket.socket]:
+    opened: list[socket.socket] = []
+    try:
+        tx = _raw_socket(socket.AF_INET, ifname)
+        opened.append(tx)
+        with _step(f"binding the VRRP socket to {source}", ifname):
+            tx.bind((str(source), 0))
+        with _step("setting the VRRP TTL to 255", ifname):
+            tx.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, VRRP_TTL)
+        if peers:
+            # Everything a peer sends is addressed to our source: one socket does both.
+            return tx, tx
+        with _step(f"selecting {ifname} for multicast", ifname):
+            mreqn = _IP_MREQN.pack(b"\x00" * 4, source.packed, ifindex)
+            tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+            tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, VRRP_TTL)
+            tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+            _drop_all_input(tx)
+        rx = _raw_socket(socket.AF_INET, ifname)
+        opened.append(rx)
+        with _step(f"binding the VRRP socket to {VRRP_MCAST_V4}", ifname):
+            rx.bind((str(VRRP_MCAST_V4), 0))
+        with _step(f"joining {VRRP_MCAST_V4} on {ifname}", ifname):
+            mreqn = _IP_MREQN.pack(VRRP_MCAST_V4.packed, b"\x00" * 4, ifindex)
+            rx.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+            # Otherwise a raw socket gets every group any socket on the host has joined.
+            rx.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+        return tx, rx
+    except BaseException:
+        for sock in opened:
+            sock.close()
+        raise
+
+
+def _open_v6(
+    ifname: str, ifindex: int, source: IPv6Address, unicast: bool
+) -> tuple[socket.socket, socket.socket]:
+    opened: list[socket.socket] = []
+    try:
+        tx = _raw_socket(socket.AF_INET6, ifname)
+        opened.append(tx)
+        with _step("setting the VRRP checksum offset", ifname):
+            tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_CHECKSUM, VRRP_CHECKSUM_OFFSET)
+        with _step(f"binding the VRRP socket to {source}", ifname):
+            tx.bind((str(source), 0, 0, ifindex))
+        with _step("setting the VRRP hop limit to 255", ifname):
+            tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, VRRP_TTL)
+        if unicast:
+            _enable_recv_info(tx, ifname)
+            return tx, tx
+        with _step(f"selecting {ifname} for multicast", ifname):
+            tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
+            tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, VRRP_TTL)
+            tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+            _drop_all_input(tx)
+        rx = _raw_socket(socket.AF_INET6, ifname)
+        opened.append(rx)
+        with _step("setting the VRRP checksum offset", ifname):
+            rx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_CHECKSUM, VRRP_CHECKSUM_OFFSET)
+        with _step(f"binding the VRRP socket to {VRRP_MCAST_V6}", ifname):
+            rx.bind((str(VRRP_MCAST_V6), 0, 0, ifindex))
+        with _step(f"joining {VRRP_MCAST_V6} on {ifname}", ifname):
+            mreq = _IPV6_MREQ.pack(VRRP_MCAST_V6.packed, ifindex)
+            rx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+            rx.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+        _enable_recv_info(rx, ifname)
+        return tx, rx
+    except BaseException:
+        for sock in opened:
+            sock.close()
+        raise
+
+
+def _enable_recv_info(sock: socket.socket, ifname: str) -> None:
+    # IPv6 raw reads carry no header: the hop limit and destination come as ancillary data.
+    with _step("requesting the hop limit and destination of received packets", ifname):
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
