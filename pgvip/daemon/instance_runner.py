@@ -15,8 +15,8 @@ from pgvip.daemon.notify import Notifier
 from pgvip.daemon.vrrp_channel import VrrpChannel
 from pgvip.dataplane.addresses import AddressManager
 from pgvip.dataplane.announce import Announcer
-from pgvip.vrrp.actions import AddVip, Announce, RemoveVip, SendAdvert, Transition
-from pgvip.vrrp.events import Shutdown, Tick
+from pgvip.vrrp.actions import Action, AddVip, Announce, RemoveVip, SendAdvert, Transition
+from pgvip.vrrp.events import Event, Shutdown, Tick
 from pgvip.vrrp.instance import State, VrrpInstance
 
 VipInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -63,13 +63,13 @@ class InstanceRunner:
         self._notifier = notifier
         self._log = log
         self._clock = clock
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._stopped = False
         # Serialises address changes between the election and the reconciler.
         self.lock = asyncio.Lock()
         self.transitions: collections.deque[TransitionRecord] = collections.deque(maxlen=50)
         self.listeners: list[Callable[[Transition], None]] = []
-        self._announce_task: asyncio.Task[None] | None = None
+        self._announce_task: asyncio.Task[int] | None = None
         self.apply_errors = 0
 
     @property
@@ -80,7 +80,7 @@ class InstanceRunner:
     def wants_vip(self) -> bool:
         return self.instance.state is State.MASTER
 
-    def feed(self, event: object) -> None:
+    def feed(self, event: Event) -> None:
         if not self._stopped:
             self._queue.put_nowait(event)
 
@@ -89,7 +89,7 @@ class InstanceRunner:
             deadline = self.instance.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - self._clock())
             try:
-                event = await asyncio.wait_for(self._queue.get(), timeout)
+                event: Event = await asyncio.wait_for(self._queue.get(), timeout)
             except TimeoutError:
                 event = Tick()
             if self._stopped:
@@ -104,7 +104,7 @@ class InstanceRunner:
         await self._apply(self.instance.handle(Shutdown(reason=reason), self._clock()))
         self._stop_announcing()
 
-    async def _apply(self, actions: list[object]) -> None:
+    async def _apply(self, actions: list[Action]) -> None:
         for action in actions:
             try:
                 await self._apply_one(action)
@@ -117,7 +117,7 @@ class InstanceRunner:
                     error=str(exc) or type(exc).__name__,
                 )
 
-    async def _apply_one(self, action: object) -> None:
+    async def _apply_one(self, action: Action) -> None:
         if isinstance(action, SendAdvert):
             self._channel.send(action.advert)
         elif isinstance(action, AddVip):
@@ -141,26 +141,22 @@ class InstanceRunner:
             self._on_transition(action)
 
     def start_announcing(self) -> None:
+        """Start (or restart) the GARP / unsolicited NA burst for this instance's VIPs."""
         self._stop_announcing()
+        refresh = self._announce.refresh or None
         self._announce_task = asyncio.get_running_loop().create_task(
-            self._announce_loop(), name=f"announce-{self.name}"
+            self._announcer.burst(
+                self._ifname,
+                self.vips,
+                self._announce.count,
+                self._announce.interval,
+                refresh=refresh,
+            ),
+            name=f"announce-{self.name}",
         )
 
-    async def _announce_loop(self) -> None:
-        addresses = [vip.ip for vip in self.vips]
-        try:
-            await self._announcer.burst(
-                self._ifname, addresses, self._announce.count, self._announce.interval
-            )
-            while self._announce.refresh > 0 and self.wants_vip:
-                await asyncio.sleep(self._announce.refresh)
-                await self._announcer.burst(self._ifname, addresses, 1, 0.0)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._log.error("announcement failed", instance=self.name, error=str(exc))
-
     def _stop_announcing(self) -> None:
+        self._announcer.stop()
         if self._announce_task is not None:
             self._announce_task.cancel()
             self._announce_task = None

@@ -64,7 +64,6 @@ class Engine:
             self.log.warning("removed a VIP left by an earlier run", vip=str(vip), interface=ifname)
         self.channel = await open_channel(ifname, source, tuple(cfg.vrrp.unicast_peers), self.log)
         self._stack.callback(self.channel.close)
-        self.announcer = Announcer()
         self.notifier = Notifier(cfg.notify.command, cfg.notify.timeout, self.log)
         self.client = await self._stack.enter_async_context(
             PatroniClient(
@@ -100,7 +99,7 @@ class Engine:
             ifname=ifname,
             channel=self.channel,
             addresses=self.addresses,
-            announcer=self.announcer,
+            announcer=Announcer(on_error=self._announce_failed),
             announce=announce,
             notifier=self.notifier,
             log=self.log,
@@ -143,6 +142,9 @@ class Engine:
             patroni=cfg.patroni.url,
             mode="unicast" if cfg.vrrp.unicast_peers else "multicast",
         )
+
+    def _announce_failed(self, exc: Exception) -> None:
+        self.log.warning("announcement failed", error=str(exc))
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -198,7 +200,8 @@ class Daemon:
         while True:
             waiter = loop.create_task(self._events.get())
             done, _ = await asyncio.wait(
-                {waiter, self.engine.failed}, return_when=asyncio.FIRST_COMPLETED
+                {waiter, self.engine.failed},  # type: ignore[type-var]
+                return_when=asyncio.FIRST_COMPLETED,
             )
             if self.engine.failed in done:
                 waiter.cancel()

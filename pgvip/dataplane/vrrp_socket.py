@@ -264,6 +264,19 @@ class VrrpSocket:
                 f"sending VRRP on {self.ifname} failed: " + "; ".join(failures), code=code
             )
 
+    def send_to(self, payload: bytes, dst: IPAddress) -> None:
+        """Send one VRRP message to one unicast peer (its checksum covers `dst`)."""
+        if self._closed:
+            raise VrrpSocketError(f"VRRP socket on {self.ifname} is closed")
+        try:
+            self._tx.sendto(payload, self._destination(dst))
+        except OSError as exc:
+            raise VrrpSocketError(
+                f"sending VRRP on {self.ifname} failed: {dst}: {_reason(self.ifname, exc)}",
+                code=exc.errno,
+            ) from exc
+        self.sent += 1
+
     async def recv(self) -> Received:
         """The next VRRP message for us (not our own, from a peer in unicast mode)."""
         while True:
