@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ipaddress
 import time
 from collections.abc import Callable
@@ -88,10 +89,11 @@ class InstanceRunner:
         while not self._stopped:
             deadline = self.instance.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - self._clock())
-            try:
-                event: Event = await asyncio.wait_for(self._queue.get(), timeout)
-            except TimeoutError:
-                event = Tick()
+            event: Event = Tick()
+            # asyncio.timeout, not wait_for: see Reconciler.run.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    event = await self._queue.get()
             if self._stopped:
                 break
             await self._apply(self.instance.handle(event, self._clock()))

@@ -39,8 +39,11 @@ class Reconciler:
                 await self.reconcile_once()
             except Exception as exc:
                 self._log.error("reconcile failed", error=str(exc) or type(exc).__name__)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that races with the event being set, and stop() would hang.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def reconcile_once(self) -> None:

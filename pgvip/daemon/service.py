@@ -170,7 +170,11 @@ class Engine:
                 self.log.error("release at shutdown failed", instance=runner.name, error=str(exc))
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        _, pending = await asyncio.wait(self._tasks, timeout=SHUTDOWN_BUDGET / 2)
+        if pending:
+            self.log.error(
+                "tasks ignored cancellation at shutdown", tasks=[t.get_name() for t in pending]
+            )
         await self.notifier.drain(0.2) if hasattr(self, "notifier") else None
         await self._stack.aclose()
 
@@ -212,7 +216,7 @@ class Daemon:
                 await self._reload_config()
                 continue
             self.log.info("stopping", signal=what)
-            await self.engine.stop(f"shutdown: {what}")
+            await self.engine.stop(what)
             self.log.info("stopped")
             return 0
 

@@ -1,0 +1,127 @@
+"""`pgvip run` end to end with real sockets, netlink and processes; Patroni's answers
+come from a stand-in so each VRRP behaviour can be provoked on demand."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from tests.integration.daemon.conftest import VIP, DaemonLab, HolderSampler, wait_holder
+
+pytestmark = pytest.mark.integration
+
+
+def test_vip_goes_to_the_primary_only(dlab: DaemonLab) -> None:
+    dlab.start_standin("a", primary=200)
+    dlab.start_standin("b", primary=503)
+    dlab.start_pgvip("a")
+    dlab.start_pgvip("b")
+    wait_holder(dlab, ["a"])
+    time.sleep(1.0)
+    assert dlab.holders() == ["a"]
+    assert ("BACKUP", "MASTER") in dlab.nodes["a"].transitions()
+    assert all(to != "MASTER" for _, to in dlab.nodes["b"].transitions())
+
+
+def test_switchover_moves_vip_fast_and_never_to_two_hosts(dlab: DaemonLab) -> None:
+    a = dlab.start_standin("a", primary=200)
+    b = dlab.start_standin("b", primary=503)
+    dlab.start_pgvip("a")
+    dlab.start_pgvip("b")
+    wait_holder(dlab, ["a"])
+    with HolderSampler(dlab) as sampler:
+        for old, new, holder in ((a, b, "b"), (b, a, "a"), (a, b, "b")):
+            # Patroni's order: the old primary says no before the new one says yes.
+            old.set_primary(503)
+            time.sleep(0.2)
+            new.set_primary(200)
+            took = wait_holder(dlab, [holder], timeout=5)
+            # poll 0.1 s + Skew_Time 0.044 s + apply: generous slack for a loaded CI box
+            assert took < 1.5, f"VIP took {took:.2f}s to follow the primary"
+    assert sampler.samples > 20
+    assert sampler.max_holders == 1, f"two holders at once: {sampler.double[:3]}"
+    reasons = [e.get("reason", "") for e in b.log_lines() if e.get("event") == "transition"]
+    assert any("priority 0" in r or "resigned" in r for r in reasons), reasons
+
+
+def test_sigterm_releases_at_once_and_a_peer_takes_over(dlab: DaemonLab) -> None:
+    dlab.start_standin("a", primary=200)
+    # Both say yes: only the VRRP priority decides (Patroni never does this; VRRP must cope).
+    dlab.start_standin("b", primary=200)
+    dlab.start_pgvip("a", priority=200)
+    dlab.start_pgvip("b", priority=100)
+    wait_holder(dlab, ["a"])
+    time.sleep(0.5)
+    with HolderSampler(dlab) as sampler:
+        started = time.monotonic()
+        code = dlab.stop_pgvip("a", signal.SIGTERM)
+        exited = time.monotonic() - started
+        took = wait_holder(dlab, ["b"], timeout=5)
+    assert code == 0
+    assert exited < 1.0, f"pgvip took {exited:.2f}s to exit on SIGTERM"
+    # priority 0 -> Skew_Time (0.12 s at priority 100, advert_int 20): far below Master_Down
+    assert took < 1.0
+    assert sampler.max_holders == 1
+
+
+def test_vip_deleted_by_hand_comes_back(dlab: DaemonLab) -> None:
+    dlab.start_standin("a", primary=200)
+    dlab.start_pgvip("a")
+    wait_holder(dlab, ["a"])
+    dlab.net.ip("a", "addr", "del", f"{VIP}/24", "dev", "eth0")
+    took = wait_holder(dlab, ["a"], timeout=5)
+    assert took < 2.5  # the netlink watcher reacts at once; the periodic pass within 2 s
+    assert any("reconcile" in e.get("event", "") for e in dlab.nodes["a"].log_lines())
+
+
+def test_vip_added_by_hand_on_a_backup_is_removed(dlab: DaemonLab) -> None:
+    dlab.start_standin("a", primary=503)
+    dlab.start_pgvip("a")
+    time.sleep(1.0)
+    dlab.net.ip("a", "addr", "add", f"{VIP}/24", "dev", "eth0")
+    wait_holder(dlab, [], timeout=5)
+
+
+def test_patroni_unreachable_releases_after_fall(dlab: DaemonLab) -> None:
+    a = dlab.start_standin("a", primary=200)
+    dlab.start_pgvip("a")
+    wait_holder(dlab, ["a"])
+    assert a.standin is not None
+    a.standin.kill()
+    a.standin.wait()
+    # fall 3 polls of 0.1 s, each failing at once (connection refused)
+    took = wait_holder(dlab, [], timeout=5)
+    assert took < 2.0
+    events = [e.get("event") for e in a.log_lines()]
+    assert events.count("cannot ask Patroni") == 1, "a repeated error must be logged once"
+
+
+def test_failsafe_keeps_the_vip_while_patroni_is_unreachable(dlab: DaemonLab) -> None:
+    a = dlab.start_standin("a", primary=200)
+    a.set_primary(200, failsafe=True)
+    dlab.start_pgvip("a", patroni={"failsafe_max": 3.0})
+    wait_holder(dlab, ["a"])
+    time.sleep(1.5)  # /patroni (and its failsafe flag) is read at the first poll
+    assert a.standin is not None
+    a.standin.kill()
+    a.standin.wait()
+    time.sleep(1.5)
+    assert dlab.holders() == ["a"], "failsafe active at last contact: the VIP must stay"
+    took = wait_holder(dlab, [], timeout=6)  # ... but not beyond failsafe_max
+    assert took < 4.5
+
+
+def test_runs_unprivileged_with_only_two_capabilities(dlab: DaemonLab) -> None:
+    dlab.start_standin("a", primary=200)
+    node = dlab.start_pgvip("a", user="pgvip")
+    wait_holder(dlab, ["a"])
+    assert node.daemon is not None
+    status = open(f"/proc/{node.daemon.pid}/status").read()
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert fields["Uid"].split()[0] != "0"
+    # CAP_NET_ADMIN (12) and CAP_NET_RAW (13) only
+    assert int(fields["CapEff"], 16) == (1 << 12) | (1 << 13)
+    assert dlab.stop_pgvip("a") == 0
+    assert dlab.holders() == []
