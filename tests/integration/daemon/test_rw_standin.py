@@ -4,11 +4,13 @@ come from a stand-in so each VRRP behaviour can be provoked on demand."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.integration.daemon.conftest import VIP, DaemonLab, HolderSampler, wait_holder
+from tests.integration.daemon.conftest import PGVIP, VIP, DaemonLab, HolderSampler, wait_holder
 
 pytestmark = pytest.mark.integration
 
@@ -118,10 +120,29 @@ def test_runs_unprivileged_with_only_two_capabilities(dlab: DaemonLab) -> None:
     node = dlab.start_pgvip("a", user="pgvip")
     wait_holder(dlab, ["a"])
     assert node.daemon is not None
-    status = open(f"/proc/{node.daemon.pid}/status").read()
+    status = Path(f"/proc/{node.daemon.pid}/status").read_text()
     fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
     assert fields["Uid"].split()[0] != "0"
     # CAP_NET_ADMIN (12) and CAP_NET_RAW (13) only
     assert int(fields["CapEff"], 16) == (1 << 12) | (1 << 13)
     assert dlab.stop_pgvip("a") == 0
+    assert dlab.holders() == []
+
+
+def test_missing_privilege_fails_fast_with_one_line(dlab: DaemonLab) -> None:
+    node = dlab.node("a")
+    node.config_path.write_text(
+        '[patroni]\nurl = "http://127.0.0.1:8008"\n[vrrp]\ninterface = "eth0"\n'
+        '[rw]\nvip = "192.0.2.50/24"\n'
+    )
+    result = subprocess.run(
+        ["ip", "netns", "exec", node.ns, "setpriv", "--reuid=nobody", "--regid=nogroup",
+         "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--",
+         PGVIP, "run", "--config", str(node.config_path)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "CAP_NET_ADMIN" in lines[0] and "CAP_NET_RAW" in lines[0]
     assert dlab.holders() == []

@@ -1,0 +1,103 @@
+"""The CLI's contract: flag names, exit code 2 with one specific line for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from pgvip.cli import main
+
+GOOD = """
+[patroni]
+url = "http://127.0.0.1:8008"
+[vrrp]
+interface = "lo"
+[rw]
+vip = "10.20.30.50/24"
+"""
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), env=env or {})
+    return result.exit_code, result.output
+
+
+def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
+    path = tmp_path / "pgvip.toml"
+    path.write_text(GOOD)
+    code, out = run("check-config", "--config", str(path))
+    assert code == 0, out
+    assert "configuration OK" in out
+
+
+def test_check_config_names_key_file_and_value(tmp_path: Path) -> None:
+    path = tmp_path / "pgvip.toml"
+    path.write_text(GOOD.replace("[rw]", "[rw]\nvrid = 300"))
+    code, out = run("check-config", "--config", str(path))
+    assert code == 2
+    assert str(path) in out and "rw.vrid" in out and "300" in out
+
+
+def test_check_config_suggests_the_intended_key(tmp_path: Path) -> None:
+    path = tmp_path / "pgvip.toml"
+    path.write_text(GOOD.replace("[rw]", "[rw]\npriorty = 100"))
+    code, out = run("check-config", "--config", str(path))
+    assert code == 2
+    assert "rw.priorty" in out and "rw.priority" in out
+
+
+def test_flags_beat_env_which_beats_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "pgvip.toml"
+    path.write_text(GOOD)
+    env = {"PGVIP_RW_VRID": "60"}
+    code, out = run("check-config", "--config", str(path), env=env)
+    assert code == 0 and "vrid 60" in out
+    code, out = run("check-config", "--config", str(path), "--rw-vrid", "70", env=env)
+    assert code == 0 and "vrid 70" in out
+
+
+def test_all_contract_flags_exist() -> None:
+    code, out = run("run", "--help")
+    assert code == 0
+    for flag in (
+        "--config",
+        "--patroni-url",
+        "--interface",
+        "--rw-vip",
+        "--rw-vrid",
+        "--priority",
+        "--ro-vip",
+        "--ro-vrid",
+    ):
+        assert flag in out
+
+
+def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
+    code, out = run("check-config", "--config", str(tmp_path / "nope.toml"))
+    assert code == 2
+    assert "nope.toml" in out
+    assert "Traceback" not in out
+
+
+def test_rw_vip_equal_to_ro_vip_is_refused(tmp_path: Path) -> None:
+    code, out = run(
+        "check-config",
+        "--config",
+        str(tmp_path / "absent-is-fine-with-flags.toml"),
+    )
+    assert code == 2
+    path = tmp_path / "pgvip.toml"
+    path.write_text(GOOD)
+    code, out = run("check-config", "--config", str(path), "--ro-vip", "10.20.30.50/24")
+    assert code == 2
+    assert "ro.vip" in out or "rw.vip" in out
+
+
+def test_run_fails_fast_on_a_missing_interface(tmp_path: Path) -> None:
+    path = tmp_path / "pgvip.toml"
+    path.write_text(GOOD.replace('interface = "lo"', 'interface = "nosuch0"'))
+    code, out = run("run", "--config", str(path))
+    assert code == 2
+    assert "interface nosuch0 does not exist" in out
+    assert len(out.strip().splitlines()) == 1
