@@ -18,7 +18,7 @@ venv=${PGVIP_VENV:-/opt/pgvip/venv}
 apt_packages=(
     postgresql postgresql-contrib etcd-server nftables iproute2 tshark tcpdump
     keepalived haproxy arping iputils-ping curl jq util-linux procps
-    python3 python3-venv python3-dev shellcheck ruby
+    python3 python3-venv python3-dev python3-yaml shellcheck ruby
     qemu-system-x86 linux-image-amd64 busybox-static ipvsadm
 )
 

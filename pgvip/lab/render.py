@@ -35,6 +35,9 @@ LOOP_WAIT = 1
 RETRY_TIMEOUT = 9
 MAXIMUM_LAG_ON_FAILOVER = 1048576
 
+# A custom (dotted) PostgreSQL setting naming the node; Patroni passes such settings through.
+NODE_SETTING = "pgvip.node"
+
 RW_VRID = 50
 RO_VRID = 49
 RW_PRIORITY = 200
@@ -73,9 +76,7 @@ def pg_hba(layout: LabLayout) -> list[str]:
 
 def _check_node(layout: LabLayout, node: str) -> None:
     if node not in layout.node_names():
-        raise RenderError(
-            f"unknown node {node!r}: this lab has {', '.join(layout.node_names())}"
-        )
+        raise RenderError(f"unknown node {node!r}: this lab has {', '.join(layout.node_names())}")
 
 
 def patroni_config(
@@ -106,6 +107,9 @@ def patroni_config(
     local_parameters: dict[str, Any] = {
         # Filesystem sockets are not per-namespace: each node needs its own directory.
         "unix_socket_directories": sock,
+        # Through a VIP inet_server_addr() is the VIP itself; this custom setting tells a
+        # client which node answered (current_setting('pgvip.node', true)).
+        NODE_SETTING: node,
     }
     if log_dir is not None:
         local_parameters.update(
@@ -377,7 +381,9 @@ def vagrant_layout() -> LabLayout:
     return LabLayout.create()
 
 
-def render_vagrant(outdir: str | Path, *, ro: bool = False) -> list[Path]:
+def render_vagrant(
+    outdir: str | Path, *, ro: bool = False, interface: str = VAGRANT_INTERFACE
+) -> list[Path]:
     """Write ``<outdir>/<node>/{patroni.yml,pgvip.toml}`` for p1..p3 and ``<outdir>/etcd.env``."""
     layout = vagrant_layout()
     out = Path(outdir)
@@ -400,7 +406,7 @@ def render_vagrant(outdir: str | Path, *, ro: bool = False) -> list[Path]:
             pgvip_config(
                 layout,
                 node,
-                interface=VAGRANT_INTERFACE,
+                interface=interface,
                 ro=ro,
                 # VMs on a virtual network: the deploy example's 1 s adverts, 0.25 s polls.
                 advert_int=100,
@@ -427,9 +433,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="write OUTDIR/p1..p3/{patroni.yml,pgvip.toml} and OUTDIR/etcd.env",
     )
     parser.add_argument("--ro", action="store_true", help="also configure the RO VIP (vrid 49)")
+    parser.add_argument(
+        "--interface",
+        default=VAGRANT_INTERFACE,
+        help="interface on 10.20.30.0/24 that carries VRRP and the VIPs (default %(default)s)",
+    )
     args = parser.parse_args(argv)
+    if not args.interface or "/" in args.interface or len(args.interface) > 15:
+        print(
+            f"render: --interface must be an interface name, got {args.interface!r}",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        written = render_vagrant(args.vagrant, ro=args.ro)
+        written = render_vagrant(args.vagrant, ro=args.ro, interface=args.interface)
     except (OSError, RenderError) as exc:
         print(f"render: {exc}", file=sys.stderr)
         return 2

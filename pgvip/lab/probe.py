@@ -1,0 +1,584 @@
+"""A lab client that measures what an application sees: writes through the RW VIP, reads
+through the RO VIP and, for comparison, writes straight to the node Patroni calls leader.
+
+Run it inside the client namespace (`ip netns exec <prefix>-client python -m pgvip.lab.probe`);
+it prints one JSON line per sample. The line format and the gap analysis are pure functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from pgvip.lab.layout import (
+    DEFAULT_NODES,
+    DEFAULT_SUBNET,
+    PG_PORT,
+    SUPERUSER,
+    SUPERUSER_PASSWORD,
+    LabLayout,
+    LayoutError,
+)
+
+PROBE_TABLE = "pgvip_probe"
+# The node-name setting pgvip.lab.render gives each PostgreSQL (NULL where it is not set).
+NODE_QUERY = "current_setting('pgvip.node', true)"
+TARGETS = ("rw", "ro", "leader")
+ERROR_TEXT_MAX = 120
+
+
+class ProbeError(ValueError):
+    """The probe was given settings it cannot run with."""
+
+
+# -- settings --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    rw: str | None  # host of the RW VIP, None: do not probe it
+    ro: str | None
+    patroni_urls: tuple[str, ...]  # where to ask who leads; empty: no leader writes
+    interval: float = 0.1
+    timeout: float = 1.0
+    port: int = PG_PORT
+    user: str = SUPERUSER
+    password: str = SUPERUSER_PASSWORD
+    dbname: str = "postgres"
+    count: int | None = None
+    duration: float | None = None
+    names: Mapping[str, str] = field(default_factory=dict)  # server address -> node name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pgvip.lab.probe",
+        description="Write through the RW VIP, read through the RO VIP, and write to Patroni's "
+        "leader, every --interval seconds; one JSON line per sample on stdout.",
+    )
+    p.add_argument("--subnet", default=DEFAULT_SUBNET, help="lab subnet (default %(default)s)")
+    p.add_argument("--nodes", type=int, default=DEFAULT_NODES, help="lab nodes (default 3)")
+    p.add_argument("--rw", help="RW address (default: the lab's .50)")
+    p.add_argument("--ro", help="RO address (default: the lab's .49)")
+    p.add_argument("--no-rw", action="store_true", help="do not write through the RW VIP")
+    p.add_argument("--no-ro", action="store_true", help="do not read through the RO VIP")
+    p.add_argument(
+        "--leader",
+        action="store_true",
+        help="also write straight to the node Patroni's /cluster names leader",
+    )
+    p.add_argument(
+        "--patroni",
+        action="append",
+        metavar="URL",
+        help="Patroni REST URL to ask for the leader (repeatable; default: every lab node)",
+    )
+    p.add_argument("--interval", type=float, default=0.1, help="seconds between samples")
+    p.add_argument("--timeout", type=float, default=1.0, help="hard limit per attempt, seconds")
+    p.add_argument("--port", type=int, default=PG_PORT)
+    p.add_argument("--user", default=SUPERUSER)
+    p.add_argument("--password", default=SUPERUSER_PASSWORD)
+    p.add_argument("--dbname", default="postgres")
+    p.add_argument("--count", type=int, help="stop after this many samples")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    return p
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> ProbeConfig:
+    """Parse the command line; raises ProbeError with a one-line reason."""
+    args = build_parser().parse_args(argv)
+    try:
+        layout = LabLayout.create(subnet=args.subnet, nodes=args.nodes)
+    except LayoutError as exc:
+        raise ProbeError(str(exc)) from exc
+    if not (args.interval > 0 and math.isfinite(args.interval)):
+        raise ProbeError(f"--interval must be a positive number of seconds, got {args.interval}")
+    if not (args.timeout > 0 and math.isfinite(args.timeout)):
+        raise ProbeError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if args.count is not None and args.count < 1:
+        raise ProbeError(f"--count must be at least 1, got {args.count}")
+    if args.duration is not None and not args.duration > 0:
+        raise ProbeError(f"--duration must be positive, got {args.duration}")
+    rw = None if args.no_rw else (args.rw or str(layout.rw_vip))
+    ro = None if args.no_ro else (args.ro or str(layout.ro_vip))
+    urls: tuple[str, ...] = ()
+    if args.leader:
+        urls = tuple(args.patroni or [layout.patroni_url(n) for n in layout.node_names()])
+    if rw is None and ro is None and not urls:
+        raise ProbeError("nothing to probe: --no-rw and --no-ro without --leader")
+    names = {str(layout.node_ip(n)): n for n in layout.node_names()}
+    return ProbeConfig(
+        rw=rw,
+        ro=ro,
+        patroni_urls=urls,
+        interval=args.interval,
+        timeout=args.timeout,
+        port=args.port,
+        user=args.user,
+        password=args.password,
+        dbname=args.dbname,
+        count=args.count,
+        duration=args.duration,
+        names=names,
+    )
+
+
+# -- pure parts: errors, lines, leader, gaps ---------------------------------------
+
+
+def classify_error(exc: BaseException) -> str:
+    """A short 'label: detail' for a failed attempt; the label is stable for grouping."""
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "timeout"
+    text = " ".join(str(exc).split())
+    lowered = text.lower()
+    # What the network said wins over a generic connection-failure SQLSTATE (08xxx).
+    network = {
+        "connection refused": "refused",
+        "no route to host": "unreachable",
+        "network is unreachable": "unreachable",
+        "connection timed out": "timeout",
+        "connection reset": "reset",
+    }
+    label = next((v for k, v in network.items() if k in lowered), None)
+    if label is None:
+        label = {
+            "25006": "read_only",
+            "57P01": "admin_shutdown",
+            "57P02": "crash_shutdown",
+            "57P03": "cannot_connect_now",
+            "28P01": "auth",
+            "28000": "auth",
+            "08006": "connection",
+        }.get(getattr(exc, "sqlstate", None) or "")
+    if label is None:
+        if "password authentication failed" in lowered:
+            label = "auth"
+        elif "read-only" in lowered:
+            label = "read_only"
+        elif "terminating connection" in lowered or "server closed the connection" in lowered:
+            label = "connection"
+        elif "no leader" in lowered:
+            label = "no_leader"
+        else:
+            label = type(exc).__name__
+    detail = text[:ERROR_TEXT_MAX]
+    return f"{label}: {detail}" if detail and detail != label else label
+
+
+def leader_from_cluster(doc: Any) -> tuple[str, str] | None:
+    """(name, host) of the running leader in a Patroni /cluster answer, or None."""
+    if not isinstance(doc, Mapping):
+        return None
+    for member in doc.get("members") or ():
+        if not isinstance(member, Mapping):
+            continue
+        if member.get("role") in ("leader", "master", "primary") and member.get("host"):
+            return str(member.get("name")), str(member["host"])
+    return None
+
+
+def format_sample(sample: Mapping[str, Any]) -> str:
+    """One compact JSON line (no spaces, stable key order)."""
+    return json.dumps(sample, separators=(",", ":"), sort_keys=False)
+
+
+def parse_line(line: str) -> dict[str, Any] | None:
+    """A probe output line as a dict; None for anything that is not a sample."""
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or "t" not in doc or "seq" not in doc:
+        return None
+    return doc
+
+
+@dataclass(frozen=True)
+class Gap:
+    """`target` failed from `first_fail` on; `last_ok` and `first_ok` bracket the outage.
+
+    `duration` = first_ok - last_ok: the time between the starts of the last success before
+    and the first success after, which overstates the outage by at most one interval.
+    `first_ok`/`duration` are None if it never recovered within the samples.
+    """
+
+    target: str
+    last_ok: float | None
+    first_fail: float
+    first_ok: float | None
+    failures: int
+
+    @property
+    def duration(self) -> float | None:
+        if self.first_ok is None:
+            return None
+        start = self.last_ok if self.last_ok is not None else self.first_fail
+        return self.first_ok - start
+
+    @property
+    def recovered(self) -> bool:
+        return self.first_ok is not None
+
+
+def gaps(
+    samples: Iterable[Mapping[str, Any]],
+    target: str,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+) -> list[Gap]:
+    """Outages of `target` ('rw', 'ro' or 'leader') among samples with since <= t < until.
+
+    Samples where the target was not probed (its `<target>_ok` is null) are ignored; the
+    samples may come in any order.
+    """
+    if target not in TARGETS:
+        raise ProbeError(f"unknown probe target {target!r}; one of {', '.join(TARGETS)}")
+    key = f"{target}_ok"
+    rows = sorted(
+        (s for s in samples if s.get(key) is not None),
+        key=lambda s: float(s["t"]),
+    )
+    found: list[Gap] = []
+    last_ok: float | None = None
+    fail_start: float | None = None
+    failures = 0
+    for s in rows:
+        t = float(s["t"])
+        if since is not None and t < since:
+            # Remember the last success before the window: an outage may straddle `since`.
+            if s[key]:
+                last_ok, fail_start, failures = t, None, 0
+            elif fail_start is None:
+                fail_start, failures = t, 1
+            else:
+                failures += 1
+            continue
+        if until is not None and t >= until:
+            break
+        if s[key]:
+            if fail_start is not None:
+                found.append(Gap(target, last_ok, fail_start, t, failures))
+                fail_start, failures = None, 0
+            last_ok = t
+        elif fail_start is None:
+            fail_start, failures = t, 1
+        else:
+            failures += 1
+    if fail_start is not None:
+        found.append(Gap(target, last_ok, fail_start, None, failures))
+    return found
+
+
+def longest_gap(gap_list: Sequence[Gap]) -> float | None:
+    """The longest recovered outage, 0.0 if there was none, None if one never recovered."""
+    if any(not g.recovered for g in gap_list):
+        return None
+    return max((g.duration or 0.0 for g in gap_list), default=0.0)
+
+
+# -- I/O: PostgreSQL attempts ------------------------------------------------
+
+
+async def _discard(conn: Any) -> None:
+    # A connection whose attempt failed or timed out may sit on a dead peer: never reuse it,
+    # and never let its close block the probe.
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(conn.close(), 0.5)
+
+
+class _Pg:
+    """Attempts against one PostgreSQL address, each under a hard deadline."""
+
+    def __init__(self, cfg: ProbeConfig) -> None:
+        self.cfg = cfg
+        self._idle: dict[str, Any] = {}  # host -> one reusable connection
+        self._table_ready = False
+
+    async def _connect(self, host: str) -> Any:
+        import psycopg  # only the probe process pays for psycopg
+
+        return await psycopg.AsyncConnection.connect(
+            host=host,
+            port=self.cfg.port,
+            user=self.cfg.user,
+            password=self.cfg.password,
+            dbname=self.cfg.dbname,
+            # psycopg raises anything below 2 s to 2 s; the real deadline is ours (asyncio).
+            connect_timeout=max(2, math.ceil(self.cfg.timeout)),
+            # No SSL/GSS negotiation round trips: the lab has neither.
+            sslmode="disable",
+            gssencmode="disable",
+            application_name="pgvip-probe",
+            autocommit=True,
+        )
+
+    async def _timed(
+        self, fn: Callable[[], Awaitable[dict[str, Any]]], prefix: str
+    ) -> dict[str, Any]:
+        start = time.monotonic()
+        try:
+            async with asyncio.timeout(self.cfg.timeout):
+                result = await fn()
+            ok, err = True, None
+        except Exception as exc:
+            result, ok, err = {}, False, classify_error(exc)
+        out = {
+            f"{prefix}_ok": ok,
+            f"{prefix}_err": err,
+            f"{prefix}_ms": round((time.monotonic() - start) * 1000, 1),
+        }
+        out.update({f"{prefix}_{k}": v for k, v in result.items()})
+        return out
+
+    async def write(self, host: str, prefix: str, seq: int) -> dict[str, Any]:
+        """INSERT one row through `host`, reusing an idle connection when there is one."""
+        conn: Any = self._idle.pop(host, None)
+
+        async def attempt() -> dict[str, Any]:
+            nonlocal conn
+            if conn is None:
+                conn = await self._connect(host)
+            if not self._table_ready:
+                await self._ensure_table(conn)
+            cur = await conn.execute(
+                f"INSERT INTO {PROBE_TABLE} (src, seq) VALUES (%s, %s) "
+                f"RETURNING host(inet_server_addr()), {NODE_QUERY}",
+                (prefix, seq),
+            )
+            row = await cur.fetchone()
+            return {"server": row[0] if row else None, "node": row[1] if row else None}
+
+        result = await self._timed(attempt, prefix)
+        if conn is not None:
+            if result[f"{prefix}_ok"] and host not in self._idle:
+                self._idle[host] = conn
+            else:
+                await _discard(conn)
+        return result
+
+    async def read(self, host: str, prefix: str) -> dict[str, Any]:
+        """A fresh connection per read, so the balancer's choice shows in inet_server_addr()."""
+
+        async def attempt() -> dict[str, Any]:
+            conn = await self._connect(host)
+            try:
+                cur = await conn.execute(
+                    f"SELECT host(inet_server_addr()), {NODE_QUERY}, pg_is_in_recovery()"
+                )
+                row = await cur.fetchone()
+            finally:
+                await _discard(conn)
+            if row is None:
+                return {"server": None, "node": None, "replica": None}
+            return {"server": row[0], "node": row[1], "replica": row[2]}
+
+        return await self._timed(attempt, prefix)
+
+    async def _ensure_table(self, conn: Any) -> None:
+        import psycopg
+
+        # Two writers racing on CREATE TABLE IF NOT EXISTS collide in pg_type: it exists then.
+        with contextlib.suppress(psycopg.errors.UniqueViolation):
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} ("
+                "id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), "
+                "src text NOT NULL, seq bigint NOT NULL)"
+            )
+        self._table_ready = True
+
+    async def close(self) -> None:
+        conns, self._idle = list(self._idle.values()), {}
+        for conn in conns:
+            await _discard(conn)
+
+
+# -- I/O: who leads ----------------------------------------------------------
+
+
+class _LeaderWatch:
+    """Polls Patroni's /cluster (first answering URL wins) every interval."""
+
+    def __init__(self, urls: Sequence[str], interval: float, timeout: float) -> None:
+        self.urls = list(urls)
+        self.interval = interval
+        self.timeout = min(timeout, 0.5)
+        self.leader: tuple[str, str] | None = None
+        self.error: str | None = "no answer from Patroni yet"
+        self._first = 0
+
+    async def run(self) -> None:
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                started = time.monotonic()
+                await self.poll(session)
+                await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+
+    async def poll(self, session: Any) -> None:
+        errors = []
+        for i in range(len(self.urls)):
+            index = (self._first + i) % len(self.urls)
+            url = self.urls[index].rstrip("/") + "/cluster"
+            try:
+                async with session.get(url) as resp:
+                    doc = await resp.json(content_type=None)
+            except Exception as exc:
+                errors.append(f"{url}: {classify_error(exc)}")
+                continue
+            self._first = index  # stick with a node that answers
+            self.leader = leader_from_cluster(doc)
+            self.error = None if self.leader else "no_leader: /cluster names no leader"
+            return
+        self.leader = None
+        self.error = "no Patroni answered: " + "; ".join(errors)
+
+
+# -- the sampling loop -------------------------------------------------------
+
+
+class Probe:
+    def __init__(self, cfg: ProbeConfig, out: TextIO = sys.stdout) -> None:
+        self.cfg = cfg
+        self.out = out
+        self.pg = _Pg(cfg)
+        self.watch = (
+            _LeaderWatch(cfg.patroni_urls, cfg.interval, cfg.timeout) if cfg.patroni_urls else None
+        )
+        self._stop = asyncio.Event()
+        self.broken_pipe = False
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def sample(self, seq: int, t: float | None = None) -> dict[str, Any]:
+        """One sample; `t` is its scheduled monotonic time (now by default)."""
+        if t is None:
+            t = time.monotonic()
+        wall = time.time() - (time.monotonic() - t)
+        line: dict[str, Any] = {"seq": seq, "t": round(t, 4), "wall": round(wall, 4)}
+        jobs: list[Awaitable[dict[str, Any]]] = []
+        if self.cfg.rw:
+            jobs.append(self.pg.write(self.cfg.rw, "rw", seq))
+        else:
+            line["rw_ok"] = None
+        if self.cfg.ro:
+            jobs.append(self.pg.read(self.cfg.ro, "ro"))
+        else:
+            line["ro_ok"] = None
+        if self.watch is not None:
+            leader = self.watch.leader
+            line["leader"] = leader[0] if leader else None
+            if leader is None:
+                line.update({"leader_ok": False, "leader_err": self.watch.error, "leader_ms": 0.0})
+            else:
+                jobs.append(self.pg.write(leader[1], "leader", seq))
+        else:
+            line["leader"] = None
+            line["leader_ok"] = None
+        for part in await asyncio.gather(*jobs):
+            line.update(part)
+        for target in TARGETS:
+            # Nodes rendered by pgvip.lab.render name themselves; otherwise go by address
+            # (which, through a VIP, is the VIP: then the node stays unknown).
+            server = line.get(f"{target}_server")
+            if server is not None and not line.get(f"{target}_node"):
+                line[f"{target}_node"] = self.cfg.names.get(server)
+        return line
+
+    async def run(self) -> int:
+        # Import now: a first import inside an attempt would stall the loop and the schedule.
+        import psycopg  # noqa: F401
+
+        if self.watch is not None:
+            import aiohttp  # noqa: F401
+
+        watcher = asyncio.create_task(self.watch.run()) if self.watch else None
+        pending: asyncio.Queue[asyncio.Task[dict[str, Any]] | None] = asyncio.Queue()
+        printer = asyncio.create_task(self._print(pending))
+        started = time.monotonic()
+        until = None if self.cfg.duration is None else started + self.cfg.duration
+        next_due = started
+        seq = 0
+        try:
+            while not self._stop.is_set():
+                if self.cfg.count is not None and seq >= self.cfg.count:
+                    break
+                if until is not None and time.monotonic() >= until:
+                    break
+                # Attempts overlap during an outage: a sample starts every interval even while
+                # earlier ones still wait out their timeout, so recovery shows within one interval.
+                pending.put_nowait(asyncio.create_task(self.sample(seq, time.monotonic())))
+                seq += 1
+                next_due += self.cfg.interval
+                now = time.monotonic()
+                if next_due < now:  # fell behind (a slow machine): skip, never burst
+                    next_due = now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), next_due - now)
+        finally:
+            pending.put_nowait(None)
+            await printer
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            await self.pg.close()
+        return 0
+
+    async def _print(self, pending: asyncio.Queue[asyncio.Task[dict[str, Any]] | None]) -> None:
+        # In order of seq: a line waits for its slowest attempt (at most --timeout).
+        while True:
+            task = await pending.get()
+            if task is None:
+                return
+            line = await task
+            if self.broken_pipe:
+                continue  # drain the attempts still in flight
+            try:
+                self.out.write(format_sample(line) + "\n")
+                self.out.flush()
+            except BrokenPipeError:
+                # The reader went away (the demo ended): stop quietly.
+                self.broken_pipe = True
+                self.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        cfg = config_from_args(argv)
+    except ProbeError as exc:
+        print(f"probe: {exc}", file=sys.stderr)
+        return 2
+
+    probe = Probe(cfg)
+
+    async def amain() -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, probe.stop)
+        return await probe.run()
+
+    code = asyncio.run(amain())
+    if probe.broken_pipe:
+        # Python flushes stdout once more at exit; point it at /dev/null so that is silent.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
