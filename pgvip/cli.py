@@ -26,9 +26,16 @@ def _fail(message: str) -> None:
 def config_options(func: Any) -> Any:
     """The flags that set config keys; each beats PGVIP_* env, which beats the file."""
     options = [
-        click.option("--config", "config_path", metavar="FILE", default=None,
-                     help=f"TOML config file (default {DEFAULT_CONFIG}; env PGVIP_CONFIG)"),
-        click.option("--patroni-url", help="this node's Patroni REST API, e.g. http://127.0.0.1:8008"),
+        click.option(
+            "--config",
+            "config_path",
+            metavar="FILE",
+            default=None,
+            help=f"TOML config file (default {DEFAULT_CONFIG}; env PGVIP_CONFIG)",
+        ),
+        click.option(
+            "--patroni-url", help="this node's Patroni REST API, e.g. http://127.0.0.1:8008"
+        ),
         click.option("--interface", help="interface that carries the VIPs and VRRP"),
         click.option("--rw-vip", help="read-write VIP in CIDR form, IPv4 or IPv6"),
         click.option("--rw-vrid", type=int, help="VRRP router id of the RW VIP (1-255)"),
@@ -71,8 +78,10 @@ def main() -> None:
 def check_config(config_path: str | None, **flags: Any) -> None:
     """Validate the configuration without touching the network (exit 2 if invalid)."""
     config = _load(config_path, flags)
-    click.echo(f"pgvip: configuration OK (rw {config.rw.vip} vrid {config.rw.vrid} "
-               f"on {config.vrrp.interface})")
+    click.echo(
+        f"pgvip: configuration OK (rw {config.rw.vip} vrid {config.rw.vrid} "
+        f"on {config.vrrp.interface})"
+    )
 
 
 @main.command()
@@ -114,8 +123,13 @@ def run(config_path: str | None, **flags: Any) -> None:
 
 
 @main.command()
-@click.option("--interface", "interfaces", multiple=True, required=True,
-              help="interface to clean (repeatable); lo is always cleaned too")
+@click.option(
+    "--interface",
+    "interfaces",
+    multiple=True,
+    required=True,
+    help="interface to clean (repeatable); lo is always cleaned too",
+)
 def release(interfaces: tuple[str, ...]) -> None:
     """Remove every address (and balancer state) pgvip created; for ExecStopPost."""
     import asyncio
@@ -132,3 +146,8 @@ def release(interfaces: tuple[str, ...]) -> None:
         click.echo(f"pgvip: released {addr}")
     if not removed:
         click.echo("pgvip: nothing to release")
+
+
+from pgvip.lab.cli import lab  # noqa: E402 - after `main` exists; lab's CLI imports lazily
+
+main.add_command(lab)

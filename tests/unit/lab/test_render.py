@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from pgvip.lab import render
 from pgvip.lab.layout import LabLayout
+from tests.unit.lab.offline_patroni import validate_offline
 
 PATRONI = str(Path(sys.executable).with_name("patroni"))
 
@@ -25,13 +26,7 @@ def layout(tmp_path: Path) -> LabLayout:
 
 
 def validate_patroni(path: Path) -> subprocess.CompletedProcess[str]:
-    # -i: whether :8008/:5432 happen to be free on this machine says nothing about the file.
-    return subprocess.run(
-        [PATRONI, "--validate-config", "--ignore-listen-port", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return validate_offline(path)
 
 
 # -- Patroni ---------------------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from pgvip.lab.layout import LabLayout
+from tests.unit.lab.offline_patroni import validate_offline
 
 REPO = Path(__file__).parents[3]
 VAGRANT = REPO / "vagrant"
@@ -116,13 +117,7 @@ def test_rendered_patroni_configs_validate(rendered: Path, tmp_path: Path) -> No
         cfg["postgresql"]["data_dir"] = str(tmp_path / node / "main")
         copy = tmp_path / f"{node}.yml"
         copy.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        # -i: this machine's ports say nothing about a VM's.
-        result = subprocess.run(
-            [PATRONI, "--validate-config", "--ignore-listen-port", str(copy)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = validate_offline(copy)
         assert result.returncode == 0, f"{node}: {result.stdout}{result.stderr}"
 
 
