@@ -2,7 +2,7 @@
 as `pgvip lab up`, and a per-test reset so tests that break it stay independent.
 
 Environment: PGVIP_TEST_PREFIX (default pgvt), PGVIP_TEST_SUBNET (default 10.20.31.0/24),
-PGVIP_TEST_PGVIP=1 to run pgvip on the nodes (PGVIP_TEST_NO_PGVIP=1 forces it off).
+pgvip runs on the nodes unless PGVIP_TEST_PGVIP=0 (or PGVIP_TEST_NO_PGVIP=1).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ RESET_TIMEOUT = 90.0
 def lab_settings() -> tuple[str, str, bool]:
     prefix = os.environ.get("PGVIP_TEST_PREFIX", "pgvt")
     subnet = os.environ.get("PGVIP_TEST_SUBNET", "10.20.31.0/24")
-    pgvip = os.environ.get("PGVIP_TEST_PGVIP", "0") == "1"
+    pgvip = os.environ.get("PGVIP_TEST_PGVIP", "1") == "1"
     if os.environ.get("PGVIP_TEST_NO_PGVIP", "0") == "1":
         pgvip = False
     return prefix, subnet, pgvip
