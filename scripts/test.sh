@@ -15,7 +15,7 @@ elif [[ ! -x $venv/bin/python ]]; then
 fi
 
 echo "== ruff"
-"$venv/bin/ruff" check pgvip tests benchmarks
+"$venv/bin/ruff" check .
 echo "== mypy"
 "$venv/bin/mypy" pgvip
 echo "== pytest"

@@ -57,7 +57,9 @@ class LabLayout:
         try:
             net = ipaddress.IPv4Network(subnet, strict=True)
         except ValueError as exc:
-            raise LayoutError(f"--subnet must be an IPv4 A.B.C.0/24, got {subnet!r}: {exc}") from exc
+            raise LayoutError(
+                f"--subnet must be an IPv4 A.B.C.0/24, got {subnet!r}: {exc}"
+            ) from exc
         if net.prefixlen != 24:
             raise LayoutError(f"--subnet must be a /24, got {subnet!r}")
         # Namespace names become interface names on the switch (<= 15 chars).
