@@ -119,7 +119,12 @@ def run(config_path: str | None, **flags: Any) -> None:
             path = DEFAULT_CONFIG
         return load_config(path, os.environ, {k: v for k, v in flags.items() if v is not None})
 
-    sys.exit(asyncio.run(Daemon(config, reload).run()))
+    from pgvip.status.server import StatusServerError
+
+    try:
+        sys.exit(asyncio.run(Daemon(config, reload).run()))
+    except StatusServerError as exc:
+        _fail(str(exc))
 
 
 @main.command()
@@ -149,5 +154,7 @@ def release(interfaces: tuple[str, ...]) -> None:
 
 
 from pgvip.lab.cli import lab  # noqa: E402 - after `main` exists; lab's CLI imports lazily
+from pgvip.status.cli import status  # noqa: E402
 
 main.add_command(lab)
+main.add_command(status)

@@ -10,14 +10,18 @@ import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgvip.daemon.notify import Notifier
 from pgvip.daemon.vrrp_channel import VrrpChannel
 from pgvip.dataplane.addresses import AddressManager
 from pgvip.dataplane.announce import Announcer
+
+if TYPE_CHECKING:
+    from pgvip.status.metrics import Metrics
+from pgvip.status import reason_kind
 from pgvip.vrrp.actions import Action, AddVip, Announce, RemoveVip, SendAdvert, Transition
-from pgvip.vrrp.events import Event, Shutdown, Tick
+from pgvip.vrrp.events import EligibilityChanged, Event, Shutdown, Tick
 from pgvip.vrrp.instance import State, VrrpInstance
 
 VipInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -52,6 +56,7 @@ class InstanceRunner:
         announce: AnnounceSettings,
         notifier: Notifier,
         log: Any,
+        metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -64,6 +69,13 @@ class InstanceRunner:
         self._notifier = notifier
         self._log = log
         self._clock = clock
+        self.metrics = metrics
+        # The VIPs were on the interface at the last add/remove/reconcile (for /status).
+        self.held = False
+        self.eligibility_reason = "not yet polled"
+        self.priority_reason = "configured"
+        self._eligible_at: float | None = None
+        self.last_takeover: float | None = None
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._stopped = False
         # Serialises address changes between the election and the reconciler.
@@ -82,8 +94,21 @@ class InstanceRunner:
         return self.instance.state is State.MASTER
 
     def feed(self, event: Event) -> None:
-        if not self._stopped:
-            self._queue.put_nowait(event)
+        if self._stopped:
+            return
+        if isinstance(event, EligibilityChanged):
+            self.eligibility_reason = event.reason
+            self._eligible_at = self._clock() if event.eligible else None
+        self._queue.put_nowait(event)
+
+    def set_held(self, held: bool) -> None:
+        if held and not self.held and self._eligible_at is not None:
+            # From "Patroni says leader" to "VIP on the interface".
+            self.last_takeover = self._clock() - self._eligible_at
+            self.metrics.takeover(self.last_takeover)
+            self._eligible_at = None
+        self.held = held
+        self.metrics.vip_held(self.name, held)
 
     async def run(self) -> None:
         while not self._stopped:
@@ -129,6 +154,7 @@ class InstanceRunner:
                         self._log.info(
                             "VIP added", instance=self.name, vip=str(vip), interface=self._ifname
                         )
+                self.set_held(True)
         elif isinstance(action, RemoveVip):
             self._stop_announcing()
             async with self.lock:
@@ -137,6 +163,7 @@ class InstanceRunner:
                         self._log.info(
                             "VIP removed", instance=self.name, vip=str(vip), interface=self._ifname
                         )
+                self.set_held(False)
         elif isinstance(action, Announce):
             self.start_announcing()
         elif isinstance(action, Transition):
@@ -175,5 +202,9 @@ class InstanceRunner:
             priority=t.priority,
         )
         self._notifier.transition(self.name, t.to_state.name, t.priority)
+        self.metrics.transition(
+            self.name, t.from_state.name, t.to_state.name, reason_kind(t.reason)
+        )
+        self.metrics.state(self.name, t.to_state.name)
         for listener in self.listeners:
             listener(t)

@@ -31,6 +31,8 @@ class PatroniWatch:
         interval: float,
         feed: Callable[[EligibilityChanged], None],
         log: Any,
+        on_poll: Callable[[Observation], None] = lambda obs: None,
+        instance: str = "rw",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
@@ -40,6 +42,9 @@ class PatroniWatch:
         self._feed = feed
         self._log = log
         self._clock = clock
+        self._on_poll = on_poll
+        self.instance = instance
+        self.status_at: float | None = None  # when /patroni last answered
         self.last: Observation | None = None
         self.status: Any = None  # the last PatroniStatus read from /patroni
         self.failsafe_active: bool | None = None
@@ -62,6 +67,7 @@ class PatroniWatch:
             obs = dataclasses.replace(obs, failsafe_active=self.failsafe_active)
             self._log_errors(obs)
             self.last = obs
+            self._on_poll(obs)
             decision = self.policy.observe(obs)
             if decision.changed or first:
                 self._feed(EligibilityChanged(eligible=decision.eligible, reason=decision.reason))
@@ -80,6 +86,7 @@ class PatroniWatch:
             self._log.debug("/patroni unavailable", error=str(exc))
             return
         self.failsafe_active = self.status.failsafe_mode_is_active
+        self.status_at = self._clock()
 
     def _log_errors(self, obs: Observation) -> None:
         if obs.verdict is Verdict.UNKNOWN:

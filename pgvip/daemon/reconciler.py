@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from pgvip.daemon.instance_runner import InstanceRunner
@@ -29,6 +30,7 @@ class Reconciler:
         self._wake = asyncio.Event()
         self.runs = 0
         self.repairs = 0
+        self.on_reconciled: list[Callable[[], None]] = []
 
     def poke(self) -> None:
         self._wake.set()
@@ -39,6 +41,9 @@ class Reconciler:
                 await self.reconcile_once()
             except Exception as exc:
                 self._log.error("reconcile failed", error=str(exc) or type(exc).__name__)
+            else:
+                for callback in self.on_reconciled:
+                    callback()
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that races with the event being set, and stop() would hang.
             with contextlib.suppress(TimeoutError):

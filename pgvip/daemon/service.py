@@ -8,7 +8,8 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from ipaddress import IPv4Address, IPv6Address
+from typing import TYPE_CHECKING, Any
 
 from pgvip.config import Config, ConfigError, PatroniConfig, read_password_file
 from pgvip.daemon.instance_runner import AnnounceSettings, InstanceRunner
@@ -17,12 +18,17 @@ from pgvip.daemon.patroni_watch import PatroniWatch
 from pgvip.daemon.reconciler import Reconciler
 from pgvip.daemon.vrrp_channel import VrrpChannel, open_channel
 from pgvip.dataplane.addresses import AddressManager, AddressWatcher
-from pgvip.dataplane.announce import Announcer
+from pgvip.dataplane.announce import Announcer, send_garp, send_unsolicited_na
 from pgvip.dataplane.interfaces import primary_address
 from pgvip.log import get_logger
 from pgvip.patroni.client import PatroniClient
 from pgvip.policy.eligibility import EligibilityPolicy
 from pgvip.vrrp.instance import InstanceConfig, VrrpInstance
+
+if TYPE_CHECKING:
+    from pgvip.status.metrics import Metrics
+    from pgvip.status.sdnotify import Liveness, SdNotifier
+    from pgvip.status.server import StatusServer
 
 SHUTDOWN_BUDGET = 0.8  # seconds; systemd and the issue ask for exit within 1 s
 
@@ -36,9 +42,10 @@ def _password(cfg: PatroniConfig) -> str | None:
 class Engine:
     """Everything that depends on the config: sockets, instances, tasks."""
 
-    def __init__(self, config: Config, log: Any) -> None:
+    def __init__(self, config: Config, log: Any, metrics: Metrics) -> None:
         self.config = config
         self.log = log
+        self.metrics = metrics
         self.runners: list[InstanceRunner] = []
         self.watches: list[PatroniWatch] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -62,7 +69,10 @@ class Engine:
             # crashed run must not be held before this run has won an election.
             await self.addresses.remove(vip)
             self.log.warning("removed a VIP left by an earlier run", vip=str(vip), interface=ifname)
-        self.channel = await open_channel(ifname, source, tuple(cfg.vrrp.unicast_peers), self.log)
+        self.source = source
+        self.channel = await open_channel(
+            ifname, source, tuple(cfg.vrrp.unicast_peers), self.log, self.metrics
+        )
         self._stack.callback(self.channel.close)
         self.notifier = Notifier(cfg.notify.command, cfg.notify.timeout, self.log)
         self.client = await self._stack.enter_async_context(
@@ -99,10 +109,11 @@ class Engine:
             ifname=ifname,
             channel=self.channel,
             addresses=self.addresses,
-            announcer=Announcer(on_error=self._announce_failed),
+            announcer=self._announcer(),
             announce=announce,
             notifier=self.notifier,
             log=self.log,
+            metrics=self.metrics,
         )
         self.runners.append(runner)
         self.channel.route(cfg.rw.vrid, runner.feed)
@@ -119,6 +130,8 @@ class Engine:
             interval=cfg.patroni.poll_interval,
             feed=runner.feed,
             log=self.log.bind(instance="rw"),
+            instance="rw",
+            on_poll=lambda obs: self.metrics.poll("rw", obs.latency, obs.cause),
         )
         self.watches.append(watch)
         self.reconciler = Reconciler(self.runners, self.addresses, log=self.log)
@@ -143,8 +156,28 @@ class Engine:
             mode="unicast" if cfg.vrrp.unicast_peers else "multicast",
         )
 
+    def watch_for(self, instance: str) -> PatroniWatch | None:
+        return next((w for w in self.watches if w.instance == instance), None)
+
+    def ro_info(self) -> Any:
+        """The RO section of /status; None without an RO VIP."""
+        return None
+
     def _announce_failed(self, exc: Exception) -> None:
         self.log.warning("announcement failed", error=str(exc))
+
+    def _announcer(self) -> Announcer:
+        metrics = self.metrics
+
+        def garp(ifname: str, address: IPv4Address) -> None:
+            send_garp(ifname, address)
+            metrics.announced("garp")
+
+        def na(ifname: str, address: IPv6Address) -> None:
+            send_unsolicited_na(ifname, address)
+            metrics.announced("na")
+
+        return Announcer(on_error=self._announce_failed, send_v4=garp, send_v6=na)
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -180,12 +213,77 @@ class Engine:
 
 
 class Daemon:
+    """The process: the engine (rebuilt on a reload that changes it), plus what outlives a
+    reload: metrics, the status API, systemd notification and the watchdog."""
+
     def __init__(self, config: Config, reload: Callable[[], Config]) -> None:
+        self.config = config
         self._config = config
         self._reload = reload
         self.log = get_logger()
         self.engine: Engine | None = None
         self._events: asyncio.Queue[str] = asyncio.Queue()
+        self.started_at = time.time()
+        self.ready = False
+        # Imported here, not at module top: prometheus_client is the daemon's largest import
+        # after aiohttp, and `pgvip check-config` / `release` never need it.
+        from pgvip.status.metrics import Metrics
+        from pgvip.status.sdnotify import Liveness, SdNotifier
+
+        instances = ("rw", "ro") if config.ro.vip is not None else ("rw",)
+        self.metrics: Metrics = Metrics(instances)
+        self.sd: SdNotifier = SdNotifier(log=self.log)
+        self.liveness: Liveness = Liveness()
+        self.status_server: StatusServer | None = None
+        self._daemon_tasks: list[asyncio.Task[None]] = []
+
+    def snapshot(self) -> Any:
+        from pgvip.daemon.snapshot import build_snapshot
+
+        return build_snapshot(self)
+
+    def _health(self) -> str | None:
+        return self.liveness.problem()
+
+    async def _start_status(self) -> None:
+        from pgvip.status.server import StatusServer
+
+        self.status_server = StatusServer(
+            self._config.status, self.snapshot, self.metrics, health=self._health, log=self.log
+        )
+        await self.status_server.start()
+
+    def _reconciled(self) -> None:
+        self.liveness.beat("reconcile")
+        if not self.ready:
+            self.ready = True
+            self.sd.ready(self._status_line())
+            self.log.info("ready", status=self._status_line())
+
+    def _status_line(self) -> str:
+        from pgvip.status import status_line
+
+        try:
+            return status_line(self.snapshot())
+        except Exception as exc:  # a status line must never take the daemon down
+            return f"status unavailable: {exc}"
+
+    def _on_transition(self, _transition: object) -> None:
+        if self.ready:
+            self.sd.status(self._status_line())
+
+    async def _start_engine(self, config: Config) -> Engine:
+        engine = Engine(config, self.log, self.metrics)
+        try:
+            await engine.start()
+        except Exception:
+            await engine.stop("start-up failed")
+            raise
+        assert engine.reconciler is not None
+        engine.reconciler.on_reconciled.append(self._reconciled)
+        for runner in engine.runners:
+            runner.listeners.append(self._on_transition)
+        return engine
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -195,13 +293,27 @@ class Daemon:
             (signal.SIGHUP, "SIGHUP"),
         ):
             loop.add_signal_handler(sig, self._events.put_nowait, what)
-        self.engine = Engine(self._config, self.log)
+        await self._start_status()
         try:
-            await self.engine.start()
+            self.engine = await self._start_engine(self._config)
         except Exception:
-            await self.engine.stop("start-up failed")
+            await self._stop_status()
             raise
+        from pgvip.daemon.reconciler import RECONCILE_INTERVAL
+
+        self.liveness.expect("reconcile", 3 * RECONCILE_INTERVAL + 1)
+        self._daemon_tasks.append(loop.create_task(self.sd.watchdog(self.liveness.problem)))
+        try:
+            return await self._serve()
+        finally:
+            for task in self._daemon_tasks:
+                task.cancel()
+            await self._stop_status()
+
+    async def _serve(self) -> int:
+        loop = asyncio.get_running_loop()
         while True:
+            assert self.engine is not None
             waiter = loop.create_task(self._events.get())
             done, _ = await asyncio.wait(
                 {waiter, self.engine.failed},  # type: ignore[type-var]
@@ -209,6 +321,7 @@ class Daemon:
             )
             if self.engine.failed in done:
                 waiter.cancel()
+                self.sd.stopping("internal error")
                 await self.engine.stop("internal error")
                 return 1
             what = waiter.result()
@@ -216,29 +329,41 @@ class Daemon:
                 await self._reload_config()
                 continue
             self.log.info("stopping", signal=what)
+            self.sd.stopping(f"stopping on {what}")
             await self.engine.stop(what)
             self.log.info("stopped")
             return 0
 
+    async def _stop_status(self) -> None:
+        if self.status_server is not None:
+            await self.status_server.stop()
+            self.status_server = None
+
     async def _reload_config(self) -> None:
+        self.sd.reloading()
         try:
             new = self._reload()
         except ConfigError as exc:
             self.log.error(
                 "reload refused: invalid config; keeping the running one", problems=str(exc)
             )
+            self.sd.ready(self._status_line())
             return
         except OSError as exc:
             self.log.error(
                 "reload refused: cannot read config; keeping the running one", error=str(exc)
             )
+            self.sd.ready(self._status_line())
             return
         if new == self._config:
             self.log.info("reload: config unchanged")
+            self.sd.ready(self._status_line())
             return
+        if new.status != self._config.status:
+            self.log.warning("reload: [status] changes take effect at the next restart")
         self.log.info("reload: config changed, restarting the election with it")
         assert self.engine is not None
         await self.engine.stop("reload")
-        self._config = new
-        self.engine = Engine(new, self.log)
-        await self.engine.start()
+        self._config = self.config = new
+        self.engine = await self._start_engine(new)
+        self.sd.ready(self._status_line())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgvip.dataplane.vrrp_socket import VrrpSocket
 from pgvip.vrrp.events import AdvertReceived
@@ -19,6 +19,9 @@ from pgvip.vrrp.packet import (
     encode,
 )
 
+if TYPE_CHECKING:
+    from pgvip.status.metrics import Metrics
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -29,12 +32,14 @@ class VrrpChannel:
         source: IPAddress,
         unicast_peers: tuple[IPAddress, ...],
         log: Any,
+        metrics: Metrics,
     ) -> None:
         self._sock = sock
         self.source = source
         self._peers = unicast_peers
         self._group = VRRP_MCAST_V4 if source.version == 4 else VRRP_MCAST_V6
         self._log = log
+        self._metrics = metrics
         self._routes: dict[int, Callable[[AdvertReceived], None]] = {}
         self.sent = 0
         self.received = 0
@@ -54,9 +59,11 @@ class VrrpChannel:
             else:
                 self._sock.send(payload)
             self.sent += 1
+            self._metrics.vrrp_sent()
 
     def _reject(self, reason: str, src: object, detail: str) -> None:
         self.rejected[reason] += 1
+        self._metrics.vrrp_rejected(reason)
         count = self.rejected[reason]
         # A flood of bad packets must not become a flood of log lines: log the
         # first of each kind, then every 1000th with the running count.
@@ -77,6 +84,7 @@ class VrrpChannel:
             if feed is None:
                 continue  # another router's VRID on this LAN: not ours to judge
             self.received += 1
+            self._metrics.vrrp_received()
             feed(AdvertReceived(advert=advert, src=received.src))
 
     def close(self) -> None:
@@ -88,6 +96,7 @@ async def open_channel(
     source: IPAddress,
     unicast_peers: tuple[IPAddress, ...],
     log: Any,
+    metrics: Metrics,
 ) -> VrrpChannel:
     sock = await VrrpSocket.open(ifname, source.version, source, unicast_peers)
-    return VrrpChannel(sock, source, unicast_peers, log)
+    return VrrpChannel(sock, source, unicast_peers, log, metrics)

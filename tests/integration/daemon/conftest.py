@@ -137,7 +137,13 @@ class DaemonLab:
         return result.returncode == 0
 
     def start_pgvip(
-        self, host: str, priority: int = 200, *, user: str | None = None, **overrides: Any
+        self,
+        host: str,
+        priority: int = 200,
+        *,
+        user: str | None = None,
+        env: dict[str, str] | None = None,
+        **overrides: Any,
     ) -> Node:
         node = self.node(host)
         node.config_path.write_text(render_config(node, priority, **overrides))
@@ -152,6 +158,7 @@ class DaemonLab:
         with open(node.log_path, "ab") as log:
             node.daemon = subprocess.Popen(
                 [*prefix, PGVIP, "run", "--config", str(node.config_path)],
+                env={**os.environ, **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd="/",

@@ -1,0 +1,180 @@
+"""Feeds the RO VRRP instance from the local `/patroni`: eligibility (Patroni reachable and its
+PostgreSQL running, with rise/fall) and priority (ro.priority_leader or ro.priority_replica)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pgvip.patroni.verdict import (
+    ErrorLogThrottle,
+    Observation,
+    PatroniError,
+    PatroniStatus,
+    PatroniUnavailable,
+    Verdict,
+)
+from pgvip.policy.eligibility import EligibilityPolicy
+from pgvip.vrrp.events import EligibilityChanged, Event, PriorityChanged
+
+__all__ = ["LEADER_ROLES", "RUNNING_STATES", "RoleWatch", "RoleWatchError", "observe_status"]
+
+# /patroni's role for the node holding the leader key ("master" before Patroni 3).
+LEADER_ROLES = frozenset({"primary", "master", "standby_leader"})
+# /patroni reports PostgreSQL's state as Patroni sees it; "running" is the serving one.
+RUNNING_STATES = frozenset({"running"})
+
+
+class RoleWatchError(ValueError):
+    """RoleWatch was built with impossible settings (interval, priorities)."""
+
+
+def observe_status(status: PatroniStatus | PatroniError, at: float, latency: float) -> Observation:
+    """A `/patroni` answer (or the error asking it) as an RO eligibility observation.
+
+    YES: Patroni answered and its PostgreSQL is running (any role). NO: it answered with
+    another state. UNKNOWN: no usable answer.
+    """
+    if isinstance(status, PatroniUnavailable):
+        return Observation(Verdict.UNKNOWN, status.reason, status.cause, at, latency)
+    if isinstance(status, PatroniError):
+        return Observation(Verdict.UNKNOWN, str(status), "invalid", at, latency)
+    if status.state in RUNNING_STATES:
+        reason = f"/patroni {status.role}, {status.state}"
+        return Observation(Verdict.YES, reason, "ok", at, latency)
+    reason = f"/patroni {status.role}, state {status.state!r} is not running"
+    return Observation(Verdict.NO, reason, "not_running", at, latency)
+
+
+class RoleWatch:
+    """Polls `/patroni` every `interval` seconds and feeds PriorityChanged + EligibilityChanged.
+
+    A priority change is fed before the eligibility it comes with, so an instance that
+    becomes eligible on the same answer already uses the right Skew_Time. While Patroni does
+    not answer, the last known role's priority stands.
+    """
+
+    def __init__(
+        self,
+        status: Callable[[], Awaitable[PatroniStatus]],
+        policy: EligibilityPolicy,
+        *,
+        priority_leader: int,
+        priority_replica: int,
+        interval: float,
+        feed: Callable[[Event], None],
+        log: Any,
+        on_poll: Callable[[Observation], None] = lambda obs: None,
+        instance: str = "ro",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not interval > 0:
+            raise RoleWatchError(f"interval must be > 0 seconds, got {interval}")
+        for name, value in (
+            ("priority_leader", priority_leader),
+            ("priority_replica", priority_replica),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 254:
+                raise RoleWatchError(f"{name} must be an integer in 1..254, got {value!r}")
+        self._status = status
+        self.policy = policy
+        self.priority_leader = priority_leader
+        self.priority_replica = priority_replica
+        self._interval = interval
+        self._feed = feed
+        self._log = log
+        self._clock = clock
+        self._on_poll = on_poll
+        self.instance = instance  # as PatroniWatch: the status API finds a watch by it
+        self._throttle = ErrorLogThrottle()
+        self._first = True
+        self.role: str | None = None  # the last role Patroni reported
+        self.priority: int | None = None  # the last priority fed (None: none yet)
+        self.last: Observation | None = None
+        self.last_status: PatroniStatus | None = None
+        self.status_at: float | None = None  # when /patroni last answered (monotonic)
+        self.errors: dict[str, int] = {}
+        self.polls = 0
+
+    @property
+    def eligible(self) -> bool:
+        return self.policy.eligible
+
+    def priority_for(self, role: str) -> int:
+        return self.priority_leader if role in LEADER_ROLES else self.priority_replica
+
+    async def run(self) -> None:
+        next_at = self._clock()
+        while True:
+            await self.poll_once()
+            next_at += self._interval
+            delay = next_at - self._clock()
+            if delay < 0:  # a slow answer: do not fire a burst of catch-up polls
+                next_at = self._clock()
+                delay = 0
+            await asyncio.sleep(delay)
+
+    async def poll_once(self) -> Observation:
+        """Ask `/patroni` once and feed what changed; returns the observation."""
+        started = self._clock()
+        answer: PatroniStatus | PatroniError
+        try:
+            answer = await self._status()
+        except PatroniError as exc:
+            answer = exc
+        done = self._clock()
+        obs = observe_status(answer, done, max(0.0, done - started))
+        self.polls += 1
+        self.last = obs
+        self._on_poll(obs)
+        self._log_outcome(obs)
+        if isinstance(answer, PatroniStatus):
+            self.last_status = answer
+            self.status_at = done
+            self._on_role(answer.role)
+        decision = self.policy.observe(obs)
+        if decision.changed or self._first:
+            self._feed(EligibilityChanged(eligible=decision.eligible, reason=decision.reason))
+            self._first = False
+        return obs
+
+    def _on_role(self, role: str) -> None:
+        wanted = self.priority_for(role)
+        previous_role, self.role = self.role, role
+        if wanted == self.priority:
+            return
+        kind = "leader" if role in LEADER_ROLES else "replica"
+        reason = f"Patroni role {role}: ro.priority_{kind} {wanted}"
+        self._log.info(
+            "RO priority changed",
+            role=role,
+            previous_role=previous_role,
+            priority=wanted,
+            previous=self.priority,
+        )
+        self.priority = wanted
+        self._feed(PriorityChanged(wanted, reason))
+
+    def _log_outcome(self, obs: Observation) -> None:
+        if obs.verdict is Verdict.UNKNOWN:
+            self.errors[obs.cause] = self.errors.get(obs.cause, 0) + 1
+        # Successes differ by role/state only, so a role change is logged by _on_role instead.
+        key = obs.reason if obs.verdict is Verdict.UNKNOWN else obs.cause
+        decision = self._throttle.observe(obs.cause, key)
+        if not decision.log:
+            return
+        if obs.verdict is Verdict.UNKNOWN:
+            self._log.warning(
+                "RO role watch: cannot ask Patroni",
+                cause=obs.cause,
+                reason=obs.reason,
+                repeats_of_previous=decision.suppressed,
+            )
+        elif decision.previous is not None and decision.previous[0] not in ("ok", "not_running"):
+            self._log.info(
+                "RO role watch: Patroni answering again",
+                reason=obs.reason,
+                failed_polls=decision.suppressed + 1,
+            )

@@ -1,0 +1,108 @@
+"""The operability surface of a real `pgvip run`: /status, /metrics, /health, `pgvip status`,
+and systemd notifications, reflecting an induced transition."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.daemon.conftest import PGVIP, DaemonLab, wait_holder
+
+pytestmark = pytest.mark.integration
+
+
+def get(dlab: DaemonLab, host: str, path: str) -> tuple[int, str]:
+    out = subprocess.run(
+        ["ip", "netns", "exec", dlab.net.ns(host), "curl", "-s", "-m", "2", "-w",
+         "\n%{http_code}", f"http://127.0.0.1:8010{path}"],
+        capture_output=True, text=True, timeout=10,
+    ).stdout  # fmt: skip
+    body, _, code = out.rpartition("\n")
+    return int(code or 0), body
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    raise AssertionError(f"no sample {name}{labels}")
+
+
+def test_status_and_metrics_follow_a_transition(dlab: DaemonLab) -> None:
+    a = dlab.start_standin("a", primary=200)
+    dlab.start_pgvip("a")
+    wait_holder(dlab, ["a"])
+    time.sleep(0.5)
+    code, body = get(dlab, "a", "/status")
+    assert code == 200, body
+    snap = json.loads(body)
+    rw = snap["instances"]["rw"]
+    assert (rw["state"], rw["held"], rw["eligible"]) == ("MASTER", True, True)
+    assert rw["poll"]["verdict"] == "yes"
+    assert rw["last_takeover"] is not None and rw["last_takeover"] < 2.0
+    assert snap["pgvip"]["ready"] is True
+    code, text = get(dlab, "a", "/metrics")
+    assert code == 200
+    assert metric(text, "pgvip_vip_held", vrrp_instance="rw") == 1
+
+    a.set_primary(503)  # induce MASTER -> FAULT
+    wait_holder(dlab, [])
+    time.sleep(0.3)
+    snap = json.loads(get(dlab, "a", "/status")[1])
+    rw = snap["instances"]["rw"]
+    assert (rw["state"], rw["held"]) == ("FAULT", False)
+    last = rw["transitions"][-1]
+    assert (last["from_state"], last["to_state"], last["reason_kind"]) == (
+        "MASTER", "FAULT", "ineligible")  # fmt: skip
+    text = get(dlab, "a", "/metrics")[1]
+    assert metric(text, "pgvip_vip_held", vrrp_instance="rw") == 0
+    assert get(dlab, "a", "/health")[0] == 200
+    assert get(dlab, "a", "/nope")[0] == 404
+
+
+def test_pgvip_status_command_both_modes(dlab: DaemonLab) -> None:
+    dlab.start_standin("a", primary=200)
+    dlab.start_pgvip("a")
+    wait_holder(dlab, ["a"])
+    time.sleep(0.3)
+
+    def status(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", dlab.net.ns("a"), PGVIP, "status", *args],
+            capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+
+    human = status()
+    assert human.returncode == 0, human.stderr
+    assert "MASTER" in human.stdout and "192.0.2.50" in human.stdout
+    machine = status("--json")
+    assert json.loads(machine.stdout)["instances"]["rw"]["state"] == "MASTER"
+    down = subprocess.run(
+        ["ip", "netns", "exec", dlab.net.ns("b"), PGVIP, "status"],
+        capture_output=True, text=True, timeout=20,
+    )  # fmt: skip
+    assert down.returncode != 0 and "Traceback" not in down.stderr
+
+
+def test_sd_notify_ready_only_after_the_first_reconcile(dlab: DaemonLab) -> None:
+    sock_path = dlab.tmp / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(10)
+    try:
+        dlab.start_standin("a", primary=503)
+        dlab.start_pgvip("a", env={"NOTIFY_SOCKET": str(sock_path)})
+        first = sock.recv(4096).decode()
+        assert first.startswith("READY=1"), first
+        assert "STATUS=" in first and "rw" in first
+        # READY follows a reconcile pass: the daemon is serving /status by then.
+        snap = json.loads(get(dlab, "a", "/status")[1])
+        assert snap["pgvip"]["ready"] is True
+    finally:
+        sock.close()
