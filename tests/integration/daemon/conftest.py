@@ -188,20 +188,29 @@ class DaemonLab:
                 proc.wait(5)
 
 
-_handles: dict[str, IPRoute] = {}
+# pyroute2's sync handles are not thread-safe: one set per thread (the sampler has its own).
+_local = threading.local()
+_all_handles: list[IPRoute] = []
+_all_lock = threading.Lock()
 
 
 def has_address(ns: str, address: str) -> bool:
-    ipr = _handles.get(ns)
+    handles: dict[str, IPRoute] = getattr(_local, "handles", None) or {}
+    _local.handles = handles
+    ipr = handles.get(ns)
     if ipr is None:
-        ipr = _handles[ns] = IPRoute(netns=ns, flags=0)
+        ipr = handles[ns] = IPRoute(netns=ns, flags=0)
+        with _all_lock:
+            _all_handles.append(ipr)
     return any(msg.get("address") == address for msg in ipr.addr("dump"))
 
 
 def close_handles() -> None:
-    for ipr in _handles.values():
-        ipr.close()
-    _handles.clear()
+    with _all_lock:
+        for ipr in _all_handles:
+            ipr.close()
+        _all_handles.clear()
+    _local.handles = {}
 
 
 class HolderSampler:

@@ -71,7 +71,8 @@ def test_keepalived_yields_to_pgvip_and_takes_over_when_pgvip_faults(dlab: Daemo
         took = wait_holder(dlab, ["c"], timeout=5)
     assert took < 1.5, f"keepalived took {took:.2f}s after pgvip's priority 0"
     assert "priority 0" in read(ka_log)
-    assert sampler.max_holders == 1
+    assert sampler.samples > 0
+    assert sampler.max_holders <= 1, f"two holders at once: {sampler.double[:3]}"
 
     a.set_primary(200)  # eligible again with preempt: pgvip takes it back from keepalived
     wait_holder(dlab, ["a"], timeout=5)

@@ -65,7 +65,8 @@ def test_sigterm_releases_at_once_and_a_peer_takes_over(dlab: DaemonLab) -> None
     assert exited < 1.0, f"pgvip took {exited:.2f}s to exit on SIGTERM"
     # priority 0 -> Skew_Time (0.12 s at priority 100, advert_int 20): far below Master_Down
     assert took < 1.0
-    assert sampler.max_holders == 1
+    assert sampler.samples > 0
+    assert sampler.max_holders <= 1, f"two holders at once: {sampler.double[:3]}"
 
 
 def test_vip_deleted_by_hand_comes_back(dlab: DaemonLab) -> None:
