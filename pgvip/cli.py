@@ -119,12 +119,15 @@ def run(config_path: str | None, **flags: Any) -> None:
             path = DEFAULT_CONFIG
         return load_config(path, os.environ, {k: v for k, v in flags.items() if v is not None})
 
-    from pgvip.status.server import StatusServerError
+    from pgvip.daemon.service import STARTUP_ERRORS
 
     try:
-        sys.exit(asyncio.run(Daemon(config, reload).run()))
-    except StatusServerError as exc:
+        code = asyncio.run(Daemon(config, reload).run())
+    except STARTUP_ERRORS as exc:
+        # What the environment refused at start-up (a port in use, a balancer the kernel
+        # lacks, an interface without an address): restarting will not help, say why.
         _fail(str(exc))
+    sys.exit(code)
 
 
 @main.command()

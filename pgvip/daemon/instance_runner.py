@@ -73,7 +73,6 @@ class InstanceRunner:
         # The VIPs were on the interface at the last add/remove/reconcile (for /status).
         self.held = False
         self.eligibility_reason = "not yet polled"
-        self.priority_reason = "configured"
         self._eligible_at: float | None = None
         self.last_takeover: float | None = None
         self._queue: asyncio.Queue[Event] = asyncio.Queue()

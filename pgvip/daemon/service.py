@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import signal
 import time
 from collections.abc import Callable
@@ -12,25 +13,46 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Any
 
 from pgvip.config import Config, ConfigError, PatroniConfig, read_password_file
+from pgvip.daemon.director import Director, DirectorError
 from pgvip.daemon.instance_runner import AnnounceSettings, InstanceRunner
 from pgvip.daemon.notify import Notifier
 from pgvip.daemon.patroni_watch import PatroniWatch
 from pgvip.daemon.reconciler import Reconciler
+from pgvip.daemon.ro_role import RoleWatch
 from pgvip.daemon.vrrp_channel import VrrpChannel, open_channel
-from pgvip.dataplane.addresses import AddressManager, AddressWatcher
-from pgvip.dataplane.announce import Announcer, send_garp, send_unsolicited_na
-from pgvip.dataplane.interfaces import primary_address
+from pgvip.dataplane.addresses import AddressError, AddressManager, AddressWatcher
+from pgvip.dataplane.announce import AnnounceError, Announcer, send_garp, send_unsolicited_na
+from pgvip.dataplane.interfaces import InterfaceError, primary_address
+from pgvip.dataplane.loadbalancer import LoadBalancerError, choose_dataplane
+from pgvip.dataplane.vrrp_socket import VrrpSocketError
 from pgvip.log import get_logger
-from pgvip.patroni.client import PatroniClient
+from pgvip.patroni.client import PatroniClient, PatroniClientError
 from pgvip.policy.eligibility import EligibilityPolicy
+from pgvip.status.server import StatusServerError
 from pgvip.vrrp.instance import InstanceConfig, VrrpInstance
+
+VipInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 if TYPE_CHECKING:
     from pgvip.status.metrics import Metrics
     from pgvip.status.sdnotify import Liveness, SdNotifier
     from pgvip.status.server import StatusServer
 
-SHUTDOWN_BUDGET = 0.8  # seconds; systemd and the issue ask for exit within 1 s
+SHUTDOWN_BUDGET = 0.8
+
+# Start-up failures that come from the environment, not from a bug: `pgvip run` reports
+# them in one line and exits 2 (no restart loop under systemd).
+STARTUP_ERRORS: tuple[type[Exception], ...] = (
+    AddressError,
+    AnnounceError,
+    DirectorError,
+    InterfaceError,
+    LoadBalancerError,
+    PatroniClientError,
+    StatusServerError,
+    VrrpSocketError,
+    ConfigError,
+)  # seconds; systemd and the issue ask for exit within 1 s
 
 
 def _password(cfg: PatroniConfig) -> str | None:
@@ -47,18 +69,19 @@ class Engine:
         self.log = log
         self.metrics = metrics
         self.runners: list[InstanceRunner] = []
-        self.watches: list[PatroniWatch] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stack = contextlib.AsyncExitStack()
         self.channel: VrrpChannel | None = None
         self.reconciler: Reconciler | None = None
+        self.director: Director | None = None
+        self.watches: list[Any] = []
         self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
     async def start(self) -> None:
         cfg = self.config
         ifname = cfg.vrrp.interface
         rw_vip = cfg.rw.vip
-        vips = [rw_vip]
+        vips = [rw_vip] if cfg.ro.vip is None else [rw_vip, cfg.ro.vip]
         source = cfg.vrrp.unicast_src or await primary_address(
             ifname, rw_vip.version, exclude=[v.ip for v in vips]
         )
@@ -86,37 +109,10 @@ class Engine:
                 password=_password(cfg.patroni),
             )
         )
-        now = time.monotonic()
-        rw = VrrpInstance(
-            InstanceConfig(
-                name="rw",
-                vrid=cfg.rw.vrid,
-                priority=cfg.rw.priority,
-                advert_int=cfg.vrrp.advert_int,
-                vips=(rw_vip,),
-                primary_address=source,
-                preempt=cfg.vrrp.preempt,
-                preempt_delay=cfg.vrrp.preempt_delay,
-            ),
-            now,
-        )
-        announce = AnnounceSettings(
+        self._announce_settings = AnnounceSettings(
             cfg.announce.garp_count, cfg.announce.garp_interval, cfg.announce.garp_refresh
         )
-        runner = InstanceRunner(
-            "rw",
-            rw,
-            ifname=ifname,
-            channel=self.channel,
-            addresses=self.addresses,
-            announcer=self._announcer(),
-            announce=announce,
-            notifier=self.notifier,
-            log=self.log,
-            metrics=self.metrics,
-        )
-        self.runners.append(runner)
-        self.channel.route(cfg.rw.vrid, runner.feed)
+        runner = self._runner("rw", cfg.rw.vrid, cfg.rw.priority, rw_vip)
         watch = PatroniWatch(
             self.client,
             EligibilityPolicy(
@@ -134,6 +130,8 @@ class Engine:
             on_poll=lambda obs: self.metrics.poll("rw", obs.latency, obs.cause),
         )
         self.watches.append(watch)
+        if cfg.ro.vip is not None:
+            self._start_ro(cfg.ro.vip)
         self.reconciler = Reconciler(self.runners, self.addresses, log=self.log)
         watcher = await self._stack.enter_async_context(AddressWatcher())
 
@@ -141,7 +139,9 @@ class Engine:
         for r in self.runners:
             self._spawn(r.run(), f"vrrp-{r.name}")
         for w in self.watches:
-            self._spawn(w.run(), "patroni-watch")
+            self._spawn(w.run(), f"patroni-watch-{w.instance}")
+        if self.director is not None:
+            self._spawn(self.director.run(), "ro-director")
         self._spawn(self.reconciler.run(), "reconcile")
         self._spawn(self.reconciler.watch(watcher), "netlink-watch")
         self.log.info(
@@ -151,17 +151,91 @@ class Engine:
             rw_vip=str(rw_vip),
             rw_vrid=cfg.rw.vrid,
             priority=cfg.rw.priority,
+            ro_vip=str(cfg.ro.vip) if cfg.ro.vip else None,
+            ro_vrid=cfg.ro.vrid if cfg.ro.vip else None,
+            dataplane=self.director.status().ro_info()["dataplane"] if self.director else None,
             advert_int_cs=cfg.vrrp.advert_int,
             patroni=cfg.patroni.url,
             mode="unicast" if cfg.vrrp.unicast_peers else "multicast",
         )
 
-    def watch_for(self, instance: str) -> PatroniWatch | None:
+    def _runner(self, name: str, vrid: int, priority: int, vip: VipInterface) -> InstanceRunner:
+        cfg = self.config
+        assert self.channel is not None
+        instance = VrrpInstance(
+            InstanceConfig(
+                name=name,
+                vrid=vrid,
+                priority=priority,
+                advert_int=cfg.vrrp.advert_int,
+                vips=(vip,),
+                primary_address=self.source,
+                preempt=cfg.vrrp.preempt,
+                preempt_delay=cfg.vrrp.preempt_delay,
+            ),
+            time.monotonic(),
+        )
+        runner = InstanceRunner(
+            name,
+            instance,
+            ifname=cfg.vrrp.interface,
+            channel=self.channel,
+            addresses=self.addresses,
+            announcer=self._announcer(),
+            announce=self._announce_settings,
+            notifier=self.notifier,
+            log=self.log,
+            metrics=self.metrics,
+        )
+        self.runners.append(runner)
+        self.channel.route(vrid, runner.feed)
+        return runner
+
+    def _start_ro(self, vip: VipInterface) -> None:
+        """The RO VIP: its own VRRP instance elects the director, which programs the balancer.
+        Priority follows the Patroni role, so a replica directs unless none can."""
+        cfg = self.config
+        ro = cfg.ro
+        runner = self._runner("ro", ro.vrid, ro.priority_replica, vip)
+        balancer_cls, why = choose_dataplane(
+            ro.dataplane,
+            scheduler=ro.scheduler,
+            forwarding=ro.forwarding,
+            persistence_timeout=ro.persistence_timeout,
+        )
+        self.log.info("RO dataplane chosen", dataplane=balancer_cls.name, reason=why)
+        self.director = Director(
+            ro,
+            self.client,
+            balancer_cls(interface=cfg.vrrp.interface, service=(vip.ip, ro.port)),
+            log=self.log.bind(instance="ro"),
+            interface=cfg.vrrp.interface,
+            dataplane_reason=why,
+        )
+        runner.listeners.append(self.director.on_transition)
+        self.watches.append(
+            RoleWatch(
+                self.client.patroni_status,
+                EligibilityPolicy(
+                    cfg.patroni.rise, cfg.patroni.fall, cfg.patroni.grace, failsafe_keep=False
+                ),
+                priority_leader=ro.priority_leader,
+                priority_replica=ro.priority_replica,
+                interval=ro.poll_interval,
+                feed=runner.feed,
+                log=self.log.bind(instance="ro"),
+                on_poll=lambda obs: self.metrics.poll("ro", obs.latency, obs.cause),
+            )
+        )
+
+    def watch_for(self, instance: str) -> Any:
         return next((w for w in self.watches if w.instance == instance), None)
 
     def ro_info(self) -> Any:
         """The RO section of /status; None without an RO VIP."""
-        return None
+        if self.director is None:
+            return None
+        return self.director.status().ro_info()
 
     def _announce_failed(self, exc: Exception) -> None:
         self.log.warning("announcement failed", error=str(exc))
@@ -201,6 +275,11 @@ class Engine:
                 await asyncio.wait_for(runner.shutdown(reason), SHUTDOWN_BUDGET / 2)
             except Exception as exc:
                 self.log.error("release at shutdown failed", instance=runner.name, error=str(exc))
+        if self.director is not None:
+            try:
+                await asyncio.wait_for(self.director.stop(), SHUTDOWN_BUDGET / 2)
+            except Exception as exc:
+                self.log.error("RO balancer clean-up at shutdown failed", error=str(exc))
         for task in self._tasks:
             task.cancel()
         _, pending = await asyncio.wait(self._tasks, timeout=SHUTDOWN_BUDGET / 2)

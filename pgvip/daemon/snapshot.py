@@ -74,7 +74,7 @@ def instance_info(
         "vrid": inst.config.vrid,
         "state": inst.state.name,
         "priority": inst.priority,
-        "priority_reason": runner.priority_reason,
+        "priority_reason": inst.priority_reason,
         "vips": [str(v) for v in inst.vips],
         "interface": interface,
         "held": runner.held,

@@ -198,7 +198,8 @@ def pgvip_document(
     """The pgvip configuration of one node as nested dicts (section -> key -> value).
 
     Overrides, in any mix:
-      * ``ro=True`` adds the ``[ro]`` section (RO VIP, vrid 49); ``ro=False`` leaves it out;
+      * ``ro=True`` (the default) adds the ``[ro]`` section (RO VIP, vrid 49);
+        ``ro=False`` leaves it out;
       * ``section={...}`` merges keys into a section (new keys and new sections allowed);
       * ``key=value`` sets a key that exists in exactly one rendered section
         (``advert_int=100``, ``poll_interval=0.25``, ``priority=150``);
@@ -206,7 +207,7 @@ def pgvip_document(
     """
     _check_node(layout, node)
     overrides = dict(overrides)
-    want_ro = overrides.pop("ro", False)
+    want_ro = overrides.pop("ro", True)
     if isinstance(want_ro, Mapping):
         ro_extra: Mapping[str, Any] = want_ro
         want_ro = True

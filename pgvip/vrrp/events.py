@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from pgvip.vrrp.packet import Advert, IPAddress
 from pgvip.vrrp.states import State
 
-__all__ = ["AdvertReceived", "EligibilityChanged", "Event", "Shutdown", "State", "Tick"]
+__all__ = [
+    "AdvertReceived",
+    "EligibilityChanged",
+    "Event",
+    "PriorityChanged",
+    "Shutdown",
+    "State",
+    "Tick",
+]
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,25 @@ class EligibilityChanged:
 
 
 @dataclass(frozen=True)
+class PriorityChanged:
+    """Our own priority changes (for the RO VIP: this node became Patroni's leader or a replica).
+
+    Raises ValueError outside 1..254: 0 is reserved for resigning and 255 for the address owner.
+    """
+
+    priority: int
+    reason: str  # human text, e.g. "Patroni role replica"
+
+    def __post_init__(self) -> None:
+        p = self.priority
+        if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 254:
+            raise ValueError(
+                f"PriorityChanged priority must be an integer in 1..254 (0 means resigning, "
+                f"255 is the address owner), got {p!r}"
+            )
+
+
+@dataclass(frozen=True)
 class Tick:
     """Time passed: deliver when now >= `VrrpInstance.next_deadline()`; early ticks are harmless."""
 
@@ -38,4 +65,4 @@ class Shutdown:
     reason: str  # e.g. "SIGTERM"
 
 
-Event = AdvertReceived | EligibilityChanged | Tick | Shutdown
+Event = AdvertReceived | EligibilityChanged | PriorityChanged | Tick | Shutdown

@@ -14,7 +14,14 @@ from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from typing import Any
 
 from pgvip.vrrp.actions import Action, AddVip, Announce, RemoveVip, SendAdvert, Transition
-from pgvip.vrrp.events import AdvertReceived, EligibilityChanged, Event, Shutdown, Tick
+from pgvip.vrrp.events import (
+    AdvertReceived,
+    EligibilityChanged,
+    Event,
+    PriorityChanged,
+    Shutdown,
+    Tick,
+)
 from pgvip.vrrp.packet import MAX_ADDRESSES, MAX_ADVERT_INT, Advert, IPAddress
 from pgvip.vrrp.states import State
 
@@ -115,6 +122,7 @@ class _Input(enum.Enum):
     ADVERT = "advert"
     ELIGIBLE = "eligible"
     INELIGIBLE = "ineligible"
+    PRIORITY = "priority"
     TICK = "tick"
     SHUTDOWN = "shutdown"
 
@@ -124,6 +132,8 @@ def _input_of(event: Event) -> _Input:
         return _Input.ADVERT
     if isinstance(event, EligibilityChanged):
         return _Input.ELIGIBLE if event.eligible else _Input.INELIGIBLE
+    if isinstance(event, PriorityChanged):
+        return _Input.PRIORITY
     if isinstance(event, Tick):
         return _Input.TICK
     if isinstance(event, Shutdown):
@@ -144,6 +154,11 @@ class VrrpInstance:
     A node that has not listened for a Master_Down_Interval since it was created still
     waits for one, as the RFC's Backup would, so a restart never steals the VIP blindly.
 
+    PriorityChanged replaces the configured priority from then on (adverts, Skew_Time,
+    Master_Down_Interval, comparisons, Transition.priority). A MASTER advertises the new
+    priority at once, so that a higher-priority backup with preempt starts discarding its
+    adverts and takes over when its timer runs out; a BACKUP keeps its running timer.
+
     preempt_delay: for preempt_delay seconds after becoming eligible, the instance does
     not preempt a live lower-priority master (keepalived's "after startup" meaning). It
     never delays taking over from a master that stopped advertising or resigned.
@@ -155,6 +170,9 @@ class VrrpInstance:
 
     def __init__(self, config: InstanceConfig, now: float) -> None:
         self._config = config
+        # The effective priority: config.priority until a PriorityChanged says otherwise.
+        self._priority = config.priority
+        self._priority_reason = "configured"
         self._state = State.INIT
         self._created_at = now
         self._now = now
@@ -210,7 +228,13 @@ class VrrpInstance:
 
     @property
     def priority(self) -> int:
-        return self._config.priority
+        """The effective priority (config.priority, or the last PriorityChanged)."""
+        return self._priority
+
+    @property
+    def priority_reason(self) -> str:
+        """Why the priority is what it is: "configured", or the last PriorityChanged's reason."""
+        return self._priority_reason
 
     @property
     def vips(self) -> tuple[VipInterface, ...]:
@@ -241,7 +265,7 @@ class VrrpInstance:
     def master_priority(self) -> int | None:
         """The priority matching master_address (0 if that master resigned)."""
         if self._state is State.MASTER:
-            return self._config.priority
+            return self._priority
         return self._heard.priority if self._heard else None
 
     @property
@@ -256,11 +280,11 @@ class VrrpInstance:
 
     @property
     def skew_time(self) -> float:
-        return skew_time(self._config.priority, self._master_adver_interval)
+        return skew_time(self._priority, self._master_adver_interval)
 
     @property
     def master_down_interval(self) -> float:
-        return master_down_interval(self._config.priority, self._master_adver_interval)
+        return master_down_interval(self._priority, self._master_adver_interval)
 
     @property
     def became_master_at(self) -> float | None:
@@ -270,7 +294,7 @@ class VrrpInstance:
     def __repr__(self) -> str:
         return (
             f"<VrrpInstance {self.name} vrid={self._config.vrid} {self._state.name} "
-            f"priority={self._config.priority}>"
+            f"priority={self._priority}>"
         )
 
     # -- helpers ---------------------------------------------------------------------------
@@ -292,7 +316,7 @@ class VrrpInstance:
         return Advert(self._config.vrid, priority, self._config.advert_int, self._addresses)
 
     def _enter(self, state: State, reason: str) -> Transition:
-        transition = Transition(self._state, state, reason, self._config.priority)
+        transition = Transition(self._state, state, reason, self._priority)
         self._state = state
         if state is not State.MASTER:
             self._adver_at = None
@@ -308,9 +332,9 @@ class VrrpInstance:
         heard = self._heard
         if not self._config.preempt:
             return None
-        if heard is None or not 0 < heard.priority < self._config.priority:
+        if heard is None or not 0 < heard.priority < self._priority:
             return None
-        if now - heard.at >= master_down_interval(self._config.priority, heard.interval):
+        if now - heard.at >= master_down_interval(self._priority, heard.interval):
             return None
         return heard
 
@@ -318,7 +342,7 @@ class VrrpInstance:
         transition = self._enter(State.MASTER, reason)
         self._became_master_at = now
         self._adver_at = now + self._config.advert_interval
-        return [AddVip(), Announce(), SendAdvert(self._advert(self._config.priority)), transition]
+        return [AddVip(), Announce(), SendAdvert(self._advert(self._priority)), transition]
 
     def _resign(self, state: State, reason: str) -> list[Action]:
         # The VIP goes first: a peer that takes over on our priority 0 must never find it here.
@@ -335,7 +359,7 @@ class VrrpInstance:
 
     def _eligible(self, event: EligibilityChanged, now: float) -> list[Action]:
         """INIT/FAULT -> BACKUP, with the Master_Down_Timer set from what we heard meanwhile."""
-        own = self._config.priority
+        own = self._priority
         heard = self._heard
         self._master_adver_interval = heard.interval if heard else self._config.advert_interval
         mdi = self.master_down_interval
@@ -388,11 +412,45 @@ class VrrpInstance:
         self._stopped = True
         return self._resign(State.INIT, f"shutdown: {event.reason}")
 
+    def _set_priority(self, event: PriorityChanged) -> bool:
+        """Store the new priority; False if it is the one we already have."""
+        if event.priority == self._priority:
+            return False
+        self._priority = event.priority
+        self._priority_reason = event.reason
+        return True
+
+    def _store_priority(self, event: PriorityChanged, now: float) -> list[Action]:
+        # INIT/FAULT: no timer runs and we send nothing; becoming eligible uses the new value.
+        self._set_priority(event)
+        return []
+
+    def _backup_priority(self, event: PriorityChanged, now: float) -> list[Action]:
+        preempting = self._lower_master_alive(now)
+        if not self._set_priority(event):
+            return []
+        if preempting is not None and self._lower_master_alive(now) is None:
+            # We were discarding this master's adverts to preempt it, so our timer is due
+            # about Master_Down_Interval after the first one. Now that it outranks us, its
+            # adverts count again: arm the timer as if its last one had just been accepted,
+            # or the timer would fire early and we would "take over" from a live master.
+            self._master_adver_interval = preempting.interval
+            self._master_down_at = preempting.at + self.master_down_interval
+        # Otherwise the running timer stands; the next accepted advert uses the new skew.
+        return []
+
+    def _master_priority(self, event: PriorityChanged, now: float) -> list[Action]:
+        if not self._set_priority(event):
+            return []
+        # Backups compare against what we advertise: tell them now, not at the next tick.
+        self._adver_at = now + self._config.advert_interval
+        return [SendAdvert(self._advert(self._priority))]
+
     def _backup_advert(self, event: AdvertReceived, now: float) -> list[Action]:
         advert = event.advert
         if advert.priority == 0:
             self._master_down_at = now + self.skew_time
-        elif not self._config.preempt or advert.priority >= self._config.priority:
+        elif not self._config.preempt or advert.priority >= self._priority:
             self._master_adver_interval = advert.max_advert_int / 100
             self._master_down_at = now + self.master_down_interval
         # else: a lower-priority master and preempt on: discard it, so our timer runs out.
@@ -410,12 +468,11 @@ class VrrpInstance:
                 # Wake again when the delay ends or when that master goes silent, if sooner.
                 self._master_down_at = min(
                     hold_until,
-                    lower.at + master_down_interval(self._config.priority, lower.interval),
+                    lower.at + master_down_interval(self._priority, lower.interval),
                 )
                 return []
             reason = (
-                f"preempting {lower.address}: our priority {self._config.priority} "
-                f"> its {lower.priority}"
+                f"preempting {lower.address}: our priority {self._priority} > its {lower.priority}"
             )
         elif heard is not None and heard.priority == 0:
             reason = f"priority 0 from {heard.address}"
@@ -426,7 +483,7 @@ class VrrpInstance:
 
     def _master_advert(self, event: AdvertReceived, now: float) -> list[Action]:
         advert, src = event.advert, event.src
-        own = self._config.priority
+        own = self._priority
         primary = self._config.primary_address
         if advert.priority == 0:
             # A peer resigned: restate at once that we are master (RFC 5798 §6.4.3).
@@ -453,7 +510,7 @@ class VrrpInstance:
         following = self._adver_at + interval
         # Keep the cadence drift-free, but after a stall send one advert, not a burst.
         self._adver_at = following if following > now else now + interval
-        return [SendAdvert(self._advert(self._config.priority))]
+        return [SendAdvert(self._advert(self._priority))]
 
 
 _Handler = Callable[[VrrpInstance, Any, float], list[Action]]
@@ -465,24 +522,28 @@ _TRANSITIONS: dict[tuple[State, _Input], _Handler] = {
     (_S.INIT, _I.ADVERT): VrrpInstance._listen,
     (_S.INIT, _I.ELIGIBLE): VrrpInstance._eligible,
     (_S.INIT, _I.INELIGIBLE): VrrpInstance._ineligible,
+    (_S.INIT, _I.PRIORITY): VrrpInstance._store_priority,
     (_S.INIT, _I.TICK): VrrpInstance._ignore,
     (_S.INIT, _I.SHUTDOWN): VrrpInstance._shutdown,
     # FAULT: not eligible; listen and remember the master.
     (_S.FAULT, _I.ADVERT): VrrpInstance._listen,
     (_S.FAULT, _I.ELIGIBLE): VrrpInstance._eligible,
     (_S.FAULT, _I.INELIGIBLE): VrrpInstance._ignore,
+    (_S.FAULT, _I.PRIORITY): VrrpInstance._store_priority,
     (_S.FAULT, _I.TICK): VrrpInstance._ignore,
     (_S.FAULT, _I.SHUTDOWN): VrrpInstance._shutdown,
     # BACKUP: RFC 5798 §6.4.2.
     (_S.BACKUP, _I.ADVERT): VrrpInstance._backup_advert,
     (_S.BACKUP, _I.ELIGIBLE): VrrpInstance._ignore,
     (_S.BACKUP, _I.INELIGIBLE): VrrpInstance._ineligible,
+    (_S.BACKUP, _I.PRIORITY): VrrpInstance._backup_priority,
     (_S.BACKUP, _I.TICK): VrrpInstance._backup_tick,
     (_S.BACKUP, _I.SHUTDOWN): VrrpInstance._shutdown,
     # MASTER: RFC 5798 §6.4.3.
     (_S.MASTER, _I.ADVERT): VrrpInstance._master_advert,
     (_S.MASTER, _I.ELIGIBLE): VrrpInstance._ignore,
     (_S.MASTER, _I.INELIGIBLE): VrrpInstance._ineligible_master,
+    (_S.MASTER, _I.PRIORITY): VrrpInstance._master_priority,
     (_S.MASTER, _I.TICK): VrrpInstance._master_tick,
     (_S.MASTER, _I.SHUTDOWN): VrrpInstance._shutdown_master,
 }

@@ -105,7 +105,7 @@ def test_the_example_config_parses_as_is() -> None:
     assert (cfg.announce.garp_count, cfg.announce.garp_interval) == (3, 1.1)
     assert cfg.notify.command is None
     assert (cfg.log.format, cfg.log.level) == ("auto", "info")
-    assert cfg.ro.vip is None
+    assert (cfg.ro.vip, cfg.ro.vrid) == (ipaddress.ip_interface("10.20.30.49/24"), 51)
     assert cfg.warnings == ()
 
 

@@ -174,7 +174,8 @@ def test_pgvip_defaults_match_the_contract(layout: LabLayout) -> None:
     }
     assert doc["rw"] == {"vip": "10.20.30.50/24", "vrid": 50, "priority": 200}
     assert doc["log"]["format"] == "json"
-    assert "ro" not in doc
+    assert doc["ro"] == {"vip": "10.20.30.49/24", "vrid": 49}
+    assert "ro" not in tomllib.loads(render.pgvip_config(layout, "p1", ro=False))
 
 
 def test_pgvip_sections_and_keys_exist_in_the_deploy_example(layout: LabLayout) -> None:
