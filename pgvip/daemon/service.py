@@ -282,7 +282,9 @@ class Engine:
                 self.log.error("RO balancer clean-up at shutdown failed", error=str(exc))
         for task in self._tasks:
             task.cancel()
-        _, pending = await asyncio.wait(self._tasks, timeout=SHUTDOWN_BUDGET / 2)
+        pending: set[asyncio.Task[None]] = set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=SHUTDOWN_BUDGET / 2)
         if pending:
             self.log.error(
                 "tasks ignored cancellation at shutdown", tasks=[t.get_name() for t in pending]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
-import shutil
 import socket
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -222,7 +221,7 @@ def choose_dataplane(
     forwarding: str = "nat",
     persistence_timeout: int = 0,
     probe: Callable[[], tuple[bool, str]] = ipvs_available,
-    which: Callable[[str], str | None] = shutil.which,
+    which: Callable[[str], str | None] | None = None,
 ) -> tuple[LoadBalancerClass, str]:
     """Pick the balancer class for `requested` ("auto", "ipvs", "nftables") and say why.
 
@@ -253,6 +252,12 @@ def choose_dataplane(
             )
         else:
             chosen, reason = NftablesLoadBalancer, f"IPVS unavailable: {detail}; using nftables"
+    if which is None:
+        from pgvip.dataplane.nftables import find_nft
+
+        def which(_name: str) -> str | None:
+            return find_nft()
+
     if chosen is NftablesLoadBalancer and which("nft") is None:
         raise LoadBalancerError(
             f"the nftables dataplane needs the 'nft' command, which is not installed "

@@ -27,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -342,6 +343,12 @@ def required_sysctls(interface: str | None = None, family: int = 4) -> dict[str,
 
 
 # -- the balancer ------------------------------------------------------------------
+def find_nft() -> str | None:
+    """The nft binary; also looked for in the sbin directories, which a service's or a
+    user's PATH often lacks."""
+    return shutil.which("nft") or shutil.which("nft", path="/usr/local/sbin:/usr/sbin:/sbin")
+
+
 class NftablesLoadBalancer:
     """LoadBalancer over table ip/ip6 pgvip.
 
@@ -362,13 +369,13 @@ class NftablesLoadBalancer:
         interface: str | None = None,
         netns: str | None = None,
         service: tuple[IPAddress, int] | None = None,
-        nft: str = "nft",
+        nft: str | None = None,
         manage_sysctls: bool = True,
         proc_root: Path = PROC_SYS,
     ) -> None:
         self.interface = interface
         self.netns = netns
-        self.nft = nft
+        self.nft = nft or find_nft() or "nft"
         self.manage_sysctls = manage_sysctls
         self.sysctls = SysctlKeeper(netns=netns, proc_root=proc_root)
 

@@ -471,7 +471,8 @@ class Lab:
             # setpriv and env exec in place: the recorded PID is Patroni's own.
             argv = [
                 "setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--",
-                "env", "-i", "PATH=/usr/bin:/bin", f"HOME={node_dir}", "LANG=C.UTF-8",
+                "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", f"HOME={node_dir}",
+                "LANG=C.UTF-8",
                 str(self.venv_bin / "patroni"), str(self.patroni_config_path(host)),
             ]  # fmt: skip
             return argv, node_dir
@@ -484,7 +485,7 @@ class Lab:
         return [
             "setpriv", "--reuid=pgvip", "--regid=pgvip", "--init-groups",
             f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set={caps}", "--",
-            "env", "-i", "PATH=/usr/bin:/bin", "LANG=C.UTF-8",
+            "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
             str(self.venv_bin / "pgvip"), "run", "--config", str(self.pgvip_config_path(node)),
         ]  # fmt: skip
 
