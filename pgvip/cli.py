@@ -152,7 +152,17 @@ def release(interfaces: tuple[str, ...]) -> None:
             _fail(str(exc))
     for addr in removed:
         click.echo(f"pgvip: released {addr}")
-    if not removed:
+    from pgvip.dataplane.loadbalancer import LoadBalancerError
+    from pgvip.dataplane.nftables import NftablesLoadBalancer, find_nft
+
+    if find_nft() is not None:
+        # The RO director's table, if this node was directing when it died.
+        try:
+            asyncio.run(NftablesLoadBalancer(manage_sysctls=False).clear())
+        except LoadBalancerError as exc:
+            _fail(f"removing the nftables table 'pgvip' failed: {exc}")
+        click.echo("pgvip: nftables table pgvip removed (if there was one)")
+    elif not removed:
         click.echo("pgvip: nothing to release")
 
 

@@ -273,6 +273,7 @@ class Lab:
         check: bool = False,
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run `argv` in the host's namespace (`ip netns exec`), capturing text output.
 
@@ -280,7 +281,11 @@ class Lab:
         """
         try:
             return netns.run(
-                netns.exec_argv(self._ns(host), argv), check=check, timeout=timeout, env=env
+                netns.exec_argv(self._ns(host), argv),
+                check=check,
+                timeout=timeout,
+                env=env,
+                input=input,
             )
         except NetnsError as exc:
             raise LabError(str(exc)) from exc
