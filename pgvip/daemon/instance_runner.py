@@ -100,6 +100,11 @@ class InstanceRunner:
             self._eligible_at = self._clock() if event.eligible else None
         self._queue.put_nowait(event)
 
+    def retune(self, announce: AnnounceSettings, notifier: Notifier) -> None:
+        """Take new announcement and notify settings (a reload that needs no re-election)."""
+        self._announce = announce
+        self._notifier = notifier
+
     def set_held(self, held: bool) -> None:
         if held and not self.held and self._eligible_at is not None:
             # From "Patroni says leader" to "VIP on the interface".

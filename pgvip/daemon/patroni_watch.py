@@ -52,6 +52,11 @@ class PatroniWatch:
         self._throttle = ErrorLogThrottle()
         self.polls = 0
 
+    def retune(self, policy: EligibilityPolicy, interval: float) -> None:
+        """New hysteresis and cadence from a reload; the next poll uses them."""
+        self.policy = policy
+        self._interval = interval
+
     async def run(self) -> None:
         first = True
         next_at = self._clock()

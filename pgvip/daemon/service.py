@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import signal
 import time
@@ -25,10 +26,12 @@ from pgvip.dataplane.announce import AnnounceError, Announcer, send_garp, send_u
 from pgvip.dataplane.interfaces import InterfaceError, primary_address
 from pgvip.dataplane.loadbalancer import LoadBalancerError, choose_dataplane
 from pgvip.dataplane.vrrp_socket import VrrpSocketError
+from pgvip.log import configure as configure_logging
 from pgvip.log import get_logger
 from pgvip.patroni.client import PatroniClient, PatroniClientError
 from pgvip.policy.eligibility import EligibilityPolicy
 from pgvip.status.server import StatusServerError
+from pgvip.vrrp.events import PriorityChanged
 from pgvip.vrrp.instance import InstanceConfig, VrrpInstance
 
 VipInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -59,6 +62,29 @@ def _password(cfg: PatroniConfig) -> str | None:
     if cfg.password_file:
         return read_password_file(cfg.password_file)
     return cfg.password
+
+
+# Settings a running election can take on a reload. Anything else (interface, VIPs, VRIDs,
+# advert interval, unicast peers, the Patroni URL and TLS, the RO VIP) rebuilds the engine.
+_HOT_PATRONI = ("rise", "fall", "grace", "poll_interval", "failsafe_keep", "failsafe_max")
+
+
+def _without_hot_keys(config: Config, base: Config) -> Config:
+    """`config` with every hot-reloadable setting taken from `base`."""
+    patroni = dataclasses.replace(
+        config.patroni, **{k: getattr(base.patroni, k) for k in _HOT_PATRONI}
+    )
+    return dataclasses.replace(
+        config,
+        patroni=patroni,
+        rw=dataclasses.replace(config.rw, priority=base.rw.priority),
+        announce=base.announce,
+        notify=base.notify,
+        log=base.log,
+        status=base.status,
+        path=base.path,
+        warnings=base.warnings,
+    )
 
 
 class Engine:
@@ -115,13 +141,7 @@ class Engine:
         runner = self._runner("rw", cfg.rw.vrid, cfg.rw.priority, rw_vip)
         watch = PatroniWatch(
             self.client,
-            EligibilityPolicy(
-                cfg.patroni.rise,
-                cfg.patroni.fall,
-                cfg.patroni.grace,
-                failsafe_keep=cfg.patroni.failsafe_keep,
-                failsafe_max=cfg.patroni.failsafe_max,
-            ),
+            self._eligibility_policy(cfg),
             poll=self.client.primary,
             interval=cfg.patroni.poll_interval,
             feed=runner.feed,
@@ -227,6 +247,35 @@ class Engine:
                 on_poll=lambda obs: self.metrics.poll("ro", obs.latency, obs.cause),
             )
         )
+
+    def _eligibility_policy(self, cfg: Config) -> EligibilityPolicy:
+        return EligibilityPolicy(
+            cfg.patroni.rise,
+            cfg.patroni.fall,
+            cfg.patroni.grace,
+            failsafe_keep=cfg.patroni.failsafe_keep,
+            failsafe_max=cfg.patroni.failsafe_max,
+        )
+
+    def retune(self, new: Config) -> bool:
+        """Apply a reloaded config without a re-election when only settings that can change
+        under a running election differ; False if the engine must be rebuilt instead."""
+        if _without_hot_keys(new, self.config) != _without_hot_keys(self.config, self.config):
+            return False
+        old, self.config = self.config, new
+        self.notifier = Notifier(new.notify.command, new.notify.timeout, self.log)
+        self._announce_settings = AnnounceSettings(
+            new.announce.garp_count, new.announce.garp_interval, new.announce.garp_refresh
+        )
+        for runner in self.runners:
+            runner.retune(self._announce_settings, self.notifier)
+        rw = self.runners[0]
+        if new.rw.priority != old.rw.priority:
+            rw.feed(PriorityChanged(new.rw.priority, "reload"))
+        if new.patroni != old.patroni:
+            watch = self.watch_for("rw")
+            watch.retune(self._eligibility_policy(new), new.patroni.poll_interval)
+        return True
 
     def watch_for(self, instance: str) -> Any:
         return next((w for w in self.watches if w.instance == instance), None)
@@ -442,8 +491,14 @@ class Daemon:
             return
         if new.status != self._config.status:
             self.log.warning("reload: [status] changes take effect at the next restart")
-        self.log.info("reload: config changed, restarting the election with it")
         assert self.engine is not None
+        configure_logging(new.log.format, new.log.level)
+        if self.engine.retune(new):
+            self._config = self.config = new
+            self.log.info("reload: applied without re-election")
+            self.sd.ready(self._status_line())
+            return
+        self.log.info("reload: VRRP or network settings changed, restarting the election")
         await self.engine.stop("reload")
         self._config = self.config = new
         self.engine = await self._start_engine(new)

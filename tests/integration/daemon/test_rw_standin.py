@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.daemon.conftest import PGVIP, VIP, DaemonLab, HolderSampler, wait_holder
+from tests.integration.daemon.conftest import (
+    PGVIP,
+    VIP,
+    DaemonLab,
+    HolderSampler,
+    wait_for,
+    wait_holder,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +154,110 @@ def test_missing_privilege_fails_fast_with_one_line(dlab: DaemonLab) -> None:
     assert len(lines) == 1, result.stderr
     assert "CAP_NET_ADMIN" in lines[0] and "CAP_NET_RAW" in lines[0]
     assert dlab.holders() == []
+
+
+def test_sighup_with_an_invalid_config_keeps_the_old_one(dlab: DaemonLab) -> None:
+    dlab.start_standin("a", primary=200)
+    node = dlab.start_pgvip("a")
+    wait_holder(dlab, ["a"])
+    node.config_path.write_text(node.config_path.read_text().replace("vrid = 50", "vrid = 300"))
+    assert node.daemon is not None
+    node.daemon.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    assert node.daemon.poll() is None, "an invalid reload must not stop the daemon"
+    assert dlab.holders() == ["a"]
+    refused = [e for e in node.log_lines() if "reload refused" in e.get("event", "")]
+    assert refused and "rw.vrid" in refused[0].get("problems", "")
+
+
+def test_sighup_retunes_without_dropping_the_vip(dlab: DaemonLab) -> None:
+    dlab.start_standin("a", primary=200)
+    node = dlab.start_pgvip("a", priority=200)
+    wait_holder(dlab, ["a"])
+    text = node.config_path.read_text()
+    node.config_path.write_text(
+        text.replace("priority = 200", "priority = 180").replace(
+            "poll_interval = 0.1", "poll_interval = 0.15"
+        )
+    )
+    assert node.daemon is not None
+    with HolderSampler(dlab) as sampler:
+        node.daemon.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+    assert sampler.samples > 10
+    assert sampler.max_holders == 1
+    assert not any(e.get("event") == "VIP removed" for e in node.log_lines()), (
+        "a priority change must not drop the VIP"
+    )
+    assert any("applied without re-election" in e.get("event", "") for e in node.log_lines())
+    # the new priority is on the wire: a peer at 190 now preempts us
+    dlab.start_standin("b", primary=200)
+    dlab.start_pgvip("b", priority=190)
+    wait_holder(dlab, ["b"], timeout=10)
+
+
+def test_sighup_with_a_structural_change_re_elects(dlab: DaemonLab) -> None:
+    dlab.start_standin("a", primary=200)
+    node = dlab.start_pgvip("a")
+    wait_holder(dlab, ["a"])
+    node.config_path.write_text(
+        node.config_path.read_text().replace("advert_int = 20", "advert_int = 25")
+    )
+    assert node.daemon is not None
+    node.daemon.send_signal(signal.SIGHUP)
+    wait_for(
+        lambda: any("restarting the election" in e.get("event", "") for e in node.log_lines()),
+        timeout=5,
+    )
+    wait_holder(dlab, ["a"], timeout=10)
+    assert node.daemon.poll() is None
+
+
+def test_notify_command_gets_instance_state_priority(dlab: DaemonLab) -> None:
+    out = dlab.tmp / "notify.out"
+    script = dlab.tmp / "notify.sh"
+    script.write_text(f'#!/bin/sh\necho "$1 $2 $3" >> {out}\n')
+    script.chmod(0o755)
+    a = dlab.start_standin("a", primary=200)
+    dlab.start_pgvip("a", notify={"command": str(script)})
+    wait_holder(dlab, ["a"])
+    a.set_primary(503)
+    wait_holder(dlab, [])
+    time.sleep(0.5)
+    lines = out.read_text().splitlines()
+    assert "rw MASTER 200" in lines
+    assert lines[-1] == "rw FAULT 200"
+
+
+def test_unicast_peers(dlab: DaemonLab) -> None:
+    a = dlab.start_standin("a", primary=200)
+    b = dlab.start_standin("b", primary=503)
+    ip_a, ip_b = str(dlab.net.v4("a")), str(dlab.net.v4("b"))
+    dlab.start_pgvip("a", vrrp={"unicast_src": ip_a, "unicast_peers": [ip_b]})
+    dlab.start_pgvip("b", vrrp={"unicast_src": ip_b, "unicast_peers": [ip_a]})
+    wait_holder(dlab, ["a"])
+    with HolderSampler(dlab) as sampler:
+        a.set_primary(503)
+        time.sleep(0.2)
+        b.set_primary(200)
+        took = wait_holder(dlab, ["b"], timeout=5)
+    assert took < 1.5
+    assert sampler.max_holders <= 1
+    reasons = [e.get("reason", "") for e in b.log_lines() if e.get("event") == "transition"]
+    assert any("priority 0" in r or "resigned" in r for r in reasons), reasons
+
+
+def test_ipv6_rw_vip(dlab: DaemonLab) -> None:
+    vip6 = "2001:db8:d9::50"
+    a = dlab.start_standin("a", primary=200)
+    b = dlab.start_standin("b", primary=503)
+    dlab.start_pgvip("a", rw={"vip": f"{vip6}/64"})
+    dlab.start_pgvip("b", rw={"vip": f"{vip6}/64"})
+    wait_for(lambda: dlab.holders(vip6) == ["a"], timeout=10, what="IPv6 VIP on a")
+    info = dlab.net.addr_info("a")
+    vip = next(i for i in info if i.get("local") == vip6)
+    assert not vip.get("tentative"), "an IPv6 VIP must be usable at once (NODAD)"
+    a.set_primary(503)
+    time.sleep(0.2)
+    b.set_primary(200)
+    wait_for(lambda: dlab.holders(vip6) == ["b"], timeout=5, what="IPv6 VIP on b")
