@@ -106,3 +106,22 @@ def test_sd_notify_ready_only_after_the_first_reconcile(dlab: DaemonLab) -> None
         assert snap["pgvip"]["ready"] is True
     finally:
         sock.close()
+
+
+def test_status_port_in_use_exits_2_naming_the_port(dlab: DaemonLab) -> None:
+    dlab.start_standin("a", primary=200)
+    blocker = subprocess.Popen(
+        ["ip", "netns", "exec", dlab.net.ns("a"), "python3", "-c",
+         "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', 8010)); s.listen(); "
+         "time.sleep(30)"],
+    )  # fmt: skip
+    dlab.extra_procs.append(blocker)
+    time.sleep(0.5)
+    node = dlab.start_pgvip("a")
+    assert node.daemon is not None
+    code = node.daemon.wait(15)
+    assert code == 2
+    assert node.log_path is not None
+    lines = node.log_path.read_text().strip().splitlines()
+    assert "8010" in lines[-1] and "Traceback" not in node.log_path.read_text()
+    assert dlab.holders() == [], "a daemon that failed to start must hold no VIP"
