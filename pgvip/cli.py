@@ -88,6 +88,11 @@ def check_config(config_path: str | None, **flags: Any) -> None:
 @config_options
 def run(config_path: str | None, **flags: Any) -> None:
     """Run the daemon in the foreground (as a systemd service)."""
+    # Optional imports that libraries take when installed but the daemon never uses:
+    # structlog's rich tracebacks (rich + pygments) and pyroute2's ss2 process names
+    # (psutil). Blocking them keeps ~5 MiB off a process that runs for months.
+    for optional in ("rich", "psutil"):
+        sys.modules.setdefault(optional, None)  # type: ignore[arg-type]
     import asyncio
 
     from pgvip import log as pgvip_log
