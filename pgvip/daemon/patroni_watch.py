@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pgvip.daemon.cadence import Cadence
 from pgvip.patroni.client import PatroniClient
 from pgvip.patroni.verdict import ErrorLogThrottle, Observation, PatroniError, Verdict
 from pgvip.policy.eligibility import EligibilityPolicy
@@ -38,7 +38,7 @@ class PatroniWatch:
         self._client = client
         self.policy = policy
         self._poll = poll
-        self._interval = interval
+        self._cadence = Cadence(interval, clock)
         self._feed = feed
         self._log = log
         self._clock = clock
@@ -55,11 +55,10 @@ class PatroniWatch:
     def retune(self, policy: EligibilityPolicy, interval: float) -> None:
         """New hysteresis and cadence from a reload; the next poll uses them."""
         self.policy = policy
-        self._interval = interval
+        self._cadence.interval = interval
 
     async def run(self) -> None:
         first = True
-        next_at = self._clock()
         while True:
             obs = await self._poll()
             self.polls += 1
@@ -77,12 +76,7 @@ class PatroniWatch:
             if decision.changed or first:
                 self._feed(EligibilityChanged(eligible=decision.eligible, reason=decision.reason))
                 first = False
-            next_at += self._interval
-            delay = next_at - self._clock()
-            if delay < 0:  # a slow answer: do not fire a burst of catch-up polls
-                next_at = self._clock()
-                delay = 0
-            await asyncio.sleep(delay)
+            await self._cadence.wait()
 
     async def _refresh_status(self) -> None:
         try:

@@ -3,11 +3,11 @@ PostgreSQL running, with rise/fall) and priority (ro.priority_leader or ro.prior
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pgvip.daemon.cadence import Cadence
 from pgvip.patroni.verdict import (
     ErrorLogThrottle,
     Observation,
@@ -106,15 +106,10 @@ class RoleWatch:
         return self.priority_leader if role in LEADER_ROLES else self.priority_replica
 
     async def run(self) -> None:
-        next_at = self._clock()
+        cadence = Cadence(self._interval, self._clock)
         while True:
             await self.poll_once()
-            next_at += self._interval
-            delay = next_at - self._clock()
-            if delay < 0:  # a slow answer: do not fire a burst of catch-up polls
-                next_at = self._clock()
-                delay = 0
-            await asyncio.sleep(delay)
+            await cadence.wait()
 
     async def poll_once(self) -> Observation:
         """Ask `/patroni` once and feed what changed; returns the observation."""

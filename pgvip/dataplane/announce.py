@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
 from pgvip.dataplane.privileges import describe_missing_interface
+from pgvip.vrrp.packet import checksum
 
 ETH_P_ARP = 0x0806
 ETH_P_IP = 0x0800
@@ -93,20 +94,10 @@ def build_garp_frame(mac: bytes, address: IPv4Address) -> bytes:
     return (ethernet + arp).ljust(ETH_MIN_FRAME, b"\x00")
 
 
-def internet_checksum(data: bytes) -> int:
-    """RFC 1071 one's complement checksum."""
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def icmpv6_checksum(src: IPv6Address, dst: IPv6Address, message: bytes) -> int:
     """The ICMPv6 checksum of `message` (its checksum field zero) over the pseudo-header."""
     pseudo = src.packed + dst.packed + struct.pack("!I3xB", len(message), socket.IPPROTO_ICMPV6)
-    return internet_checksum(pseudo + message)
+    return checksum(pseudo + message)
 
 
 def build_unsolicited_na(
