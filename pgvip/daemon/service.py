@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from pgvip.status.sdnotify import Liveness, SdNotifier
     from pgvip.status.server import StatusServer
 
-SHUTDOWN_BUDGET = 0.8
+SHUTDOWN_BUDGET = 0.8  # seconds; systemd and the issue ask for exit within 1 s
 
 # Start-up failures that come from the environment, not from a bug: `pgvip run` reports
 # them in one line and exits 2 (no restart loop under systemd).
@@ -55,7 +55,7 @@ STARTUP_ERRORS: tuple[type[Exception], ...] = (
     StatusServerError,
     VrrpSocketError,
     ConfigError,
-)  # seconds; systemd and the issue ask for exit within 1 s
+)
 
 
 def _password(cfg: PatroniConfig) -> str | None:
@@ -100,6 +100,7 @@ class Engine:
         self.channel: VrrpChannel | None = None
         self.reconciler: Reconciler | None = None
         self.director: Director | None = None
+        self.notifier: Notifier | None = None
         self.watches: list[Any] = []
         self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
@@ -181,7 +182,7 @@ class Engine:
 
     def _runner(self, name: str, vrid: int, priority: int, vip: VipInterface) -> InstanceRunner:
         cfg = self.config
-        assert self.channel is not None
+        assert self.channel is not None and self.notifier is not None
         instance = VrrpInstance(
             InstanceConfig(
                 name=name,
@@ -338,7 +339,8 @@ class Engine:
             self.log.error(
                 "tasks ignored cancellation at shutdown", tasks=[t.get_name() for t in pending]
             )
-        await self.notifier.drain(0.2) if hasattr(self, "notifier") else None
+        if self.notifier is not None:
+            await self.notifier.drain(0.2)
         await self._stack.aclose()
 
 
