@@ -261,3 +261,15 @@ def test_ipv6_rw_vip(dlab: DaemonLab) -> None:
     time.sleep(0.2)
     b.set_primary(200)
     wait_for(lambda: dlab.holders(vip6) == ["b"], timeout=5, what="IPv6 VIP on b")
+
+
+def test_link_flap_flushes_the_ipv6_vip_and_it_comes_back(dlab: DaemonLab) -> None:
+    vip6 = "2001:db8:d9::50"
+    dlab.start_standin("a", primary=200)
+    node = dlab.start_pgvip("a", rw={"vip": f"{vip6}/64"})
+    wait_for(lambda: dlab.holders(vip6) == ["a"], timeout=10, what="IPv6 VIP on a")
+    dlab.net.ip("a", "link", "set", "eth0", "down")
+    assert dlab.holders(vip6) == [], "the kernel flushes IPv6 addresses on link down"
+    dlab.net.ip("a", "link", "set", "eth0", "up")
+    wait_for(lambda: dlab.holders(vip6) == ["a"], timeout=5, what="IPv6 VIP re-added")
+    assert any("reconcile" in e.get("event", "") for e in node.log_lines())
