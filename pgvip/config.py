@@ -1030,7 +1030,7 @@ def _doc_default(setting: Setting) -> str:
 
 
 def reference_markdown() -> str:
-    """The configuration reference, generated from SCHEMA (for docs/configuration.md)."""
+    """The configuration reference, generated from SCHEMA (for docs/config-reference.md)."""
     lines = [
         "# pgvip configuration reference",
         "",
