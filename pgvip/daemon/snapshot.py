@@ -79,7 +79,11 @@ def instance_info(
         "interface": interface,
         "held": runner.held,
         "eligible": inst.eligible,
-        "eligibility_reason": runner.eligibility_reason,
+        # The policy's latest reason: it changes while eligibility does not (e.g. "Patroni
+        # unreachable, but failsafe mode was active"); the runner's is the last change.
+        "eligibility_reason": watch.policy.reason
+        if watch is not None
+        else runner.eligibility_reason,
         "master": {
             "address": master_address,
             "priority": inst.priority if own else inst.master_priority,
