@@ -353,10 +353,10 @@ SCHEMA: tuple[Setting, ...] = (
        "(no prefix: /32 or /128).", check=_vip, flag="rw_vip", unit="CIDR"),
     _s("rw", "vrid", "integer", 50, "VRRP router id of the RW VIP (1-255), unique on the LAN.",
        check=_int_range(1, 255), flag="rw_vrid"),
-    _s("rw", "priority", "integer", 200,
+    _s("rw", "priority", "integer", 254,
        "VRRP priority of this node for the RW VIP (1-254). Only the Patroni leader is eligible, "
        "so all nodes may share one value; a high one keeps Skew_Time (the takeover delay after "
-       "a priority-0 advert) short: 0.22 s at 200 with advert_int 100.",
+       "a priority-0 advert) short: 0.004 s at 254 with advert_int 100 (0.22 s at 200).",
        check=_int_range(1, 254), flag="priority"),
     # [ro]
     _s("ro", "vip", "string", None,

@@ -61,11 +61,11 @@ fi
 # otherwise (a checkout under a 0700 directory, as some CI runners make) a regular
 # install, so that `pgvip` run as the `pgvip` user can import its own code.
 if setpriv --reuid=nobody --regid=nogroup --clear-groups -- test -r "$repo/pgvip/__init__.py"; then
-    "$venv/bin/pip" install -q -e "$repo[lab,test]"
+    "$venv/bin/pip" install -q -e "$repo[lab,test,bench]"
 else
     echo "setup.sh: $repo is not readable by unprivileged users; installing a copy"
     "$venv/bin/pip" install -q --force-reinstall --no-deps "$repo"
-    "$venv/bin/pip" install -q "$repo[lab,test]"
+    "$venv/bin/pip" install -q "$repo[lab,test,bench]"
 fi
 ln -sf "$venv/bin/pgvip" /usr/local/bin/pgvip
 echo "setup.sh: ready: $("$venv/bin/pgvip" --version) in $venv"

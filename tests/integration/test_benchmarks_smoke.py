@@ -195,7 +195,11 @@ def test_one_short_iteration(tmp_path: Path) -> None:
         pgbench_seconds=2,
         pgbench_rounds=1,
         balance_connects=20,
-        footprint_window=1.0,
+        footprint_window=0.5,
+        # Shorter framing than a real run: the smoke test checks that it works, not how well.
+        baseline=0.5,
+        settle=1.0,
+        jitter=0.5,
         out_dir=str(tmp_path),
     )
     lines: list[str] = []

@@ -101,7 +101,7 @@ def test_the_example_config_parses_as_is() -> None:
     assert (cfg.vrrp.advert_int, cfg.vrrp.preempt, cfg.vrrp.preempt_delay) == (100, True, 0.0)
     assert cfg.vrrp.unicast_peers == () and cfg.vrrp.unicast_src is None
     assert cfg.rw.vip == ipaddress.ip_interface("10.20.30.50/24")
-    assert (cfg.rw.vrid, cfg.rw.priority) == (50, 200)
+    assert (cfg.rw.vrid, cfg.rw.priority) == (50, 254)
     assert (cfg.announce.garp_count, cfg.announce.garp_interval) == (3, 1.1)
     assert cfg.notify.command is None
     assert (cfg.log.format, cfg.log.level) == ("auto", "info")
@@ -121,7 +121,7 @@ def test_defaults_of_the_new_sections(tmp_path: Path) -> None:
     assert cfg.status.listen == ipaddress.ip_address("127.0.0.1")
     assert cfg.status.port == 8010
     assert (cfg.patroni.failsafe_keep, cfg.patroni.failsafe_max) == (True, 30.0)
-    assert (cfg.rw.vrid, cfg.rw.priority) == (50, 200)
+    assert (cfg.rw.vrid, cfg.rw.priority) == (50, 254)
 
 
 def test_schema_and_dataclasses_agree() -> None:
