@@ -14,6 +14,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Any
 
 from pgvip.config import Config, ConfigError, PatroniConfig, read_password_file
+from pgvip.daemon.cadence import Cadence
 from pgvip.daemon.director import Director, DirectorError
 from pgvip.daemon.instance_runner import AnnounceSettings, InstanceRunner
 from pgvip.daemon.notify import Notifier
@@ -163,6 +164,7 @@ class Engine:
             self._spawn(w.run(), f"patroni-watch-{w.instance}")
         if self.director is not None:
             self._spawn(self.director.run(), "ro-director")
+            self._spawn(self._export_ro_metrics(self.director), "ro-metrics")
         self._spawn(self.reconciler.run(), "reconcile")
         self._spawn(self.reconciler.watch(watcher), "netlink-watch")
         self.log.info(
@@ -277,6 +279,19 @@ class Engine:
             watch = self.watch_for("rw")
             watch.retune(self._eligibility_policy(new), new.patroni.poll_interval)
         return True
+
+    async def _export_ro_metrics(self, director: Director) -> None:
+        """Mirror the director's pool and error counts into the metrics, once per RO poll."""
+        exported = 0
+        cadence = Cadence(self.config.ro.poll_interval)
+        while True:
+            st = director.status()
+            self.metrics.backends(st.healthy if st.active else 0, st.total)
+            errors = st.apply_errors + st.clear_errors
+            for _ in range(errors - exported):
+                self.metrics.dataplane_error()
+            exported = errors
+            await cadence.wait()
 
     def watch_for(self, instance: str) -> Any:
         return next((w for w in self.watches if w.instance == instance), None)

@@ -84,7 +84,11 @@ def test_round_robin_over_both_replicas_never_the_leader(ro_lab: Lab) -> None:
     assert set(served) == set(reps), served
     for node in reps:
         assert served[node] >= 40, f"unbalanced: {served}"
-    assert director(ro_lab) in reps, "a replica should direct, not the leader"
+    boss = director(ro_lab)
+    assert boss in reps, "a replica should direct, not the leader"
+    # The director's /metrics shows the pool it programs.
+    metrics = ro_lab.run(boss, ["curl", "-s", "http://127.0.0.1:8010/metrics"]).stdout
+    assert "pgvip_ro_backends_healthy 2.0" in metrics, metrics[-2000:]
 
 
 def test_a_stopped_replica_leaves_the_pool(ro_lab: Lab) -> None:
