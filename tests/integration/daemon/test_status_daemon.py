@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -125,3 +126,20 @@ def test_status_port_in_use_exits_2_naming_the_port(dlab: DaemonLab) -> None:
     lines = node.log_path.read_text().strip().splitlines()
     assert "8010" in lines[-1] and "Traceback" not in node.log_path.read_text()
     assert dlab.holders() == [], "a daemon that failed to start must hold no VIP"
+
+
+def test_openapi_schema_holds_for_the_live_daemon(dlab: DaemonLab) -> None:
+    """schemathesis, run from inside the daemon's namespace, against a real `pgvip run`."""
+    dlab.start_standin("a", primary=200)
+    dlab.start_pgvip("a")
+    wait_holder(dlab, ["a"])
+    schema = Path(__file__).resolve().parents[3] / "docs" / "openapi.yaml"
+    result = subprocess.run(
+        ["ip", "netns", "exec", dlab.net.ns("a"), str(Path(PGVIP).with_name("schemathesis")),
+         "run", str(schema), "--url", "http://127.0.0.1:8010", "--max-examples", "25",
+         "--checks", "all", "--no-color"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "No issues found" in result.stdout, result.stdout[-3000:]
+    assert "Traceback" not in dlab.nodes["a"].log_path.read_text(), "bad requests: one line"  # type: ignore[union-attr]
