@@ -131,7 +131,13 @@ def test_all_replicas_down_falls_back_to_the_primary(ro_lab: Lab) -> None:
     leader = ro_lab.leader()
     for node in replicas(ro_lab):
         ro_lab.stop(node, "patroni")
-    wait(lambda: ro_nodes(ro_lab, 5) == {leader: 5}, 20, "RO VIP served by the primary")
+    # The director was a replica: with every replica's Patroni down, the leader is the only
+    # node eligible for the RO VIP, so it becomes the director and serves from itself.
+    wait(
+        lambda: director(ro_lab) == leader and ro_nodes(ro_lab, 5) == {leader: 5},
+        30,
+        "the leader directing and serving the RO VIP",
+    )
     assert ro_nodes(ro_lab, 20) == {leader: 20}
 
 
