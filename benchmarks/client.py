@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from pgvip.lab.layout import SUPERUSER, SUPERUSER_PASSWORD
-from pgvip.lab.probe import classify_error, format_sample, leader_from_cluster
+from pgvip.lab.probe import LeaderWatch, classify_error, format_sample
 
 TABLE = "pgvip_bench"
 NODE_SQL = "current_setting('pgvip.node', true)"
@@ -177,53 +177,13 @@ async def _discard(conn: Any) -> None:
         await asyncio.wait_for(conn.close(), 0.5)
 
 
-class _LeaderWatch:
-    """Polls /cluster every interval; the first URL that answers is kept until it stops."""
-
-    def __init__(self, urls: Sequence[str], interval: float, timeout: float) -> None:
-        self.urls = list(urls)
-        self.interval = interval
-        self.timeout = min(timeout, 0.5)
-        self.leader: tuple[str, str] | None = None
-        self.error = "no answer from Patroni yet"
-        self._first = 0
-
-    async def run(self) -> None:
-        import aiohttp
-
-        timeout = aiohttp.ClientTimeout(total=self.timeout)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            while True:
-                started = time.monotonic()
-                await self._poll(session)
-                await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
-
-    async def _poll(self, session: Any) -> None:
-        errors = []
-        for i in range(len(self.urls)):
-            index = (self._first + i) % len(self.urls)
-            url = self.urls[index].rstrip("/") + "/cluster"
-            try:
-                async with session.get(url) as resp:
-                    doc = await resp.json(content_type=None)
-            except Exception as exc:
-                errors.append(f"{url}: {classify_error(exc)}")
-                continue
-            self._first = index
-            self.leader = leader_from_cluster(doc)
-            self.error = "" if self.leader else "no_leader: /cluster names no leader"
-            return
-        self.leader = None
-        self.error = "no Patroni answered: " + "; ".join(errors)
-
-
 class Client:
     def __init__(self, cfg: ClientConfig, out: TextIO = sys.stdout) -> None:
         self.cfg = cfg
         self.out = out
         self.pg = _Pg(cfg)
         self.watch = (
-            _LeaderWatch(cfg.patroni_urls, cfg.interval, cfg.timeout) if cfg.patroni_urls else None
+            LeaderWatch(cfg.patroni_urls, cfg.interval, cfg.timeout) if cfg.patroni_urls else None
         )
         self._stop = asyncio.Event()
 

@@ -407,7 +407,7 @@ class _Pg:
 # -- I/O: who leads ----------------------------------------------------------
 
 
-class _LeaderWatch:
+class LeaderWatch:
     """Polls Patroni's /cluster (first answering URL wins) every interval."""
 
     def __init__(self, urls: Sequence[str], interval: float, timeout: float) -> None:
@@ -456,7 +456,7 @@ class Probe:
         self.out = out
         self.pg = _Pg(cfg)
         self.watch = (
-            _LeaderWatch(cfg.patroni_urls, cfg.interval, cfg.timeout) if cfg.patroni_urls else None
+            LeaderWatch(cfg.patroni_urls, cfg.interval, cfg.timeout) if cfg.patroni_urls else None
         )
         self._stop = asyncio.Event()
         self.broken_pipe = False

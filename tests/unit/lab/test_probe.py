@@ -251,7 +251,7 @@ async def test_leader_watch_follows_cluster_answers() -> None:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
         dead = f"http://127.0.0.1:{_closed_port()}"
-        watch = probe._LeaderWatch([dead, f"http://127.0.0.1:{port}"], 0.05, 1.0)
+        watch = probe.LeaderWatch([dead, f"http://127.0.0.1:{port}"], 0.05, 1.0)
         import aiohttp
 
         async with aiohttp.ClientSession() as session:
