@@ -8,15 +8,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pgvip.daemon.cadence import Cadence
+from pgvip.daemon.poll_log import PollLog
 from pgvip.patroni.client import PatroniClient
-from pgvip.patroni.verdict import ErrorLogThrottle, Observation, PatroniError, Verdict
+from pgvip.patroni.verdict import Observation, PatroniError
 from pgvip.policy.eligibility import EligibilityPolicy
 from pgvip.vrrp.events import EligibilityChanged
 
 # /patroni is context (failsafe, timeline), not the verdict: read it on every
 # change of verdict and otherwise once every this many polls.
 STATUS_EVERY = 10
-_DEFINITE = {"ok", "http_503"}
 
 
 class PatroniWatch:
@@ -48,9 +48,12 @@ class PatroniWatch:
         self.last: Observation | None = None
         self.status: Any = None  # the last PatroniStatus read from /patroni
         self.failsafe_active: bool | None = None
-        self.errors: dict[str, int] = {}
-        self._throttle = ErrorLogThrottle()
+        self._poll_log = PollLog(log, prefix="", definite=("ok", "http_503"))
         self.polls = 0
+
+    @property
+    def errors(self) -> dict[str, int]:
+        return self._poll_log.errors
 
     def retune(self, policy: EligibilityPolicy, interval: float) -> None:
         """New hysteresis and cadence from a reload; the next poll uses them."""
@@ -69,7 +72,7 @@ class PatroniWatch:
             ):
                 await self._refresh_status()
             obs = dataclasses.replace(obs, failsafe_active=self.failsafe_active)
-            self._log_errors(obs)
+            self._poll_log.record(obs)
             self.last = obs
             self._on_poll(obs)
             decision = self.policy.observe(obs)
@@ -86,21 +89,3 @@ class PatroniWatch:
             return
         self.failsafe_active = self.status.failsafe_mode_is_active
         self.status_at = self._clock()
-
-    def _log_errors(self, obs: Observation) -> None:
-        if obs.verdict is Verdict.UNKNOWN:
-            self.errors[obs.cause] = self.errors.get(obs.cause, 0) + 1
-        decision = self._throttle.observe(obs.cause, obs.reason)
-        if not decision.log:
-            return
-        if obs.verdict is Verdict.UNKNOWN:
-            self._log.warning(
-                "cannot ask Patroni",
-                cause=obs.cause,
-                reason=obs.reason,
-                repeats_of_previous=decision.suppressed,
-            )
-        elif decision.previous is not None and decision.previous[0] not in _DEFINITE:
-            self._log.info(
-                "Patroni answering again", reason=obs.reason, failed_polls=decision.suppressed + 1
-            )

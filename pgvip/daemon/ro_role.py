@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pgvip.daemon.cadence import Cadence
+from pgvip.daemon.poll_log import PollLog
 from pgvip.patroni.verdict import (
-    ErrorLogThrottle,
     Observation,
     PatroniError,
     PatroniStatus,
@@ -88,15 +88,18 @@ class RoleWatch:
         self._clock = clock
         self._on_poll = on_poll
         self.instance = instance  # as PatroniWatch: the status API finds a watch by it
-        self._throttle = ErrorLogThrottle()
         self._first = True
         self.role: str | None = None  # the last role Patroni reported
         self.priority: int | None = None  # the last priority fed (None: none yet)
         self.last: Observation | None = None
         self.last_status: PatroniStatus | None = None
         self.status_at: float | None = None  # when /patroni last answered (monotonic)
-        self.errors: dict[str, int] = {}
+        self._poll_log = PollLog(log, prefix="RO role watch: ", definite=("ok", "not_running"))
         self.polls = 0
+
+    @property
+    def errors(self) -> dict[str, int]:
+        return self._poll_log.errors
 
     @property
     def eligible(self) -> bool:
@@ -124,7 +127,8 @@ class RoleWatch:
         self.polls += 1
         self.last = obs
         self._on_poll(obs)
-        self._log_outcome(obs)
+        # Successes differ by role/state only, so a role change is logged by _on_role instead.
+        self._poll_log.record(obs, obs.reason if obs.verdict is Verdict.UNKNOWN else obs.cause)
         if isinstance(answer, PatroniStatus):
             self.last_status = answer
             self.status_at = done
@@ -151,25 +155,3 @@ class RoleWatch:
         )
         self.priority = wanted
         self._feed(PriorityChanged(wanted, reason))
-
-    def _log_outcome(self, obs: Observation) -> None:
-        if obs.verdict is Verdict.UNKNOWN:
-            self.errors[obs.cause] = self.errors.get(obs.cause, 0) + 1
-        # Successes differ by role/state only, so a role change is logged by _on_role instead.
-        key = obs.reason if obs.verdict is Verdict.UNKNOWN else obs.cause
-        decision = self._throttle.observe(obs.cause, key)
-        if not decision.log:
-            return
-        if obs.verdict is Verdict.UNKNOWN:
-            self._log.warning(
-                "RO role watch: cannot ask Patroni",
-                cause=obs.cause,
-                reason=obs.reason,
-                repeats_of_previous=decision.suppressed,
-            )
-        elif decision.previous is not None and decision.previous[0] not in ("ok", "not_running"):
-            self._log.info(
-                "RO role watch: Patroni answering again",
-                reason=obs.reason,
-                failed_polls=decision.suppressed + 1,
-            )
