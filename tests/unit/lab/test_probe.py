@@ -210,7 +210,10 @@ async def test_hard_deadline_on_a_silent_server(black_hole: int) -> None:
     # Attempts overlap: six samples 50 ms apart, each waiting 0.3 s, take ~0.55 s, not 1.8 s.
     assert elapsed < 1.5
     times = [x["t"] for x in lines]
-    assert all(0.03 < b - a < 0.2 for a, b in zip(times, times[1:], strict=False))
+    # Samples keep the 50 ms cadence on average; one late wake-up on a loaded CI box
+    # must not fail the test (the overlap itself is proven by `elapsed` above).
+    assert all(b > a for a, b in zip(times, times[1:], strict=False))
+    assert 0.03 < (times[-1] - times[0]) / (len(times) - 1) < 0.2
 
 
 async def test_refused_and_no_leader_are_reported() -> None:
