@@ -239,9 +239,10 @@ class Engine:
         self.watches.append(
             RoleWatch(
                 self.client.patroni_status,
-                EligibilityPolicy(
-                    cfg.patroni.rise, cfg.patroni.fall, cfg.patroni.grace, failsafe_keep=False
-                ),
+                # fall 1: the director reads /cluster from its own Patroni, so a node that
+                # cannot ask it is useless as director and must not win (or keep) the RO VIP
+                # for `fall` more polls. The RW VIP keeps the patience of patroni.fall.
+                EligibilityPolicy(cfg.patroni.rise, 1, None, failsafe_keep=False),
                 priority_leader=ro.priority_leader,
                 priority_replica=ro.priority_replica,
                 interval=ro.poll_interval,

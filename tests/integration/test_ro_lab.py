@@ -5,6 +5,7 @@ fallback to the primary, and a director that fails over."""
 from __future__ import annotations
 
 import collections
+import json
 import re
 import time
 from collections.abc import Callable
@@ -133,11 +134,23 @@ def test_all_replicas_down_falls_back_to_the_primary(ro_lab: Lab) -> None:
         ro_lab.stop(node, "patroni")
     # The director was a replica: with every replica's Patroni down, the leader is the only
     # node eligible for the RO VIP, so it becomes the director and serves from itself.
+    stopped = replicas(ro_lab)
+
+    def ro_state(node: str) -> str | None:
+        out = ro_lab.run(node, [str(ro_lab.venv_bin / "pgvip"), "status", "--json"]).stdout
+        try:
+            return str(json.loads(out)["instances"]["ro"]["state"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    # Settled: the stopped replicas' RO instances are in FAULT (they cannot ask their
+    # Patroni), and the leader, the only eligible node left, directs.
     wait(
-        lambda: director(ro_lab) == leader and ro_nodes(ro_lab, 5) == {leader: 5},
+        lambda: all(ro_state(n) == "FAULT" for n in stopped) and director(ro_lab) == leader,
         30,
-        "the leader directing and serving the RO VIP",
+        "stopped replicas in FAULT and the leader directing",
     )
+    wait(lambda: ro_nodes(ro_lab, 5) == {leader: 5}, 15, "the leader serving the RO VIP")
     assert ro_nodes(ro_lab, 20) == {leader: 20}
 
 
@@ -162,6 +175,11 @@ def test_kill_9_of_the_director_moves_the_balancer(ro_lab: Lab) -> None:
     assert "10.20" in release.stdout or str(ro_lab.layout.ro_vip) in release.stdout
     assert "pgvip" not in ro_lab.run(first, ["nft", "list", "tables"]).stdout
     wait(lambda: director(ro_lab) not in (None, first), 10, "a new director")
-    wait(lambda: "error" not in ro_nodes(ro_lab, 10), 15, "the new director balancing")
+    # Settled: the new director has warmed up (rise probe rounds) and applied its table.
+    wait(
+        lambda: "error" not in ro_nodes(ro_lab, 20) and director(ro_lab) not in (None, first),
+        20,
+        "the new director balancing",
+    )
     served = ro_nodes(ro_lab, 20)
     assert "error" not in served and sum(served.values()) == 20, served
