@@ -16,6 +16,7 @@ from pgvip.daemon.notify import Notifier
 from pgvip.daemon.vrrp_channel import VrrpChannel
 from pgvip.dataplane.addresses import AddressManager
 from pgvip.dataplane.announce import Announcer
+from pgvip.policy.link_gate import LinkGate, LinkState
 
 if TYPE_CHECKING:
     from pgvip.status.metrics import Metrics
@@ -83,6 +84,7 @@ class InstanceRunner:
         self.listeners: list[Callable[[Transition], None]] = []
         self._announce_task: asyncio.Task[int] | None = None
         self.apply_errors = 0
+        self.link_gate = LinkGate(ifname)
 
     @property
     def vips(self) -> tuple[VipInterface, ...]:
@@ -90,14 +92,32 @@ class InstanceRunner:
 
     @property
     def wants_vip(self) -> bool:
-        return self.instance.state is State.MASTER
+        # The link check is synchronous: the reconciler must not re-add a VIP that the
+        # kernel flushed on link down while the FAULT event still waits in the queue.
+        return self.instance.state is State.MASTER and self.link_gate.link_usable
 
     def feed(self, event: Event) -> None:
         if self._stopped:
             return
         if isinstance(event, EligibilityChanged):
-            self.eligibility_reason = event.reason
-            self._eligible_at = self._clock() if event.eligible else None
+            gated = self.link_gate.patroni(event)
+            if gated is None:
+                return
+            self._feed_eligibility(gated)
+            return
+        self._queue.put_nowait(event)
+
+    def link_changed(self, link: LinkState) -> None:
+        """The VRRP interface changed state: an unusable link makes the instance ineligible."""
+        if self._stopped:
+            return
+        gated = self.link_gate.link_changed(link)
+        if gated is not None:
+            self._feed_eligibility(gated)
+
+    def _feed_eligibility(self, event: EligibilityChanged) -> None:
+        self.eligibility_reason = event.reason
+        self._eligible_at = self._clock() if event.eligible else None
         self._queue.put_nowait(event)
 
     def retune(self, announce: AnnounceSettings, notifier: Notifier) -> None:
@@ -150,7 +170,8 @@ class InstanceRunner:
 
     async def _apply_one(self, action: Action) -> None:
         if isinstance(action, SendAdvert):
-            self._channel.send(action.advert)
+            if self.link_gate.link_usable:  # on a down link it cannot leave (ENETUNREACH)
+                self._channel.send(action.advert)
         elif isinstance(action, AddVip):
             async with self.lock:
                 for vip in self.vips:

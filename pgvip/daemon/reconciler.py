@@ -9,7 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from pgvip.daemon.instance_runner import InstanceRunner
-from pgvip.dataplane.addresses import AddressManager, AddressWatcher
+from pgvip.dataplane.addresses import AddressManager, AddressWatcher, LinkChanged
+from pgvip.policy.link_gate import LinkState
 
 RECONCILE_INTERVAL = 2.0
 
@@ -31,6 +32,7 @@ class Reconciler:
         self.runs = 0
         self.repairs = 0
         self.on_reconciled: list[Callable[[], None]] = []
+        self._link_usable = True  # what the runners start with
 
     def poke(self) -> None:
         self._wake.set()
@@ -59,6 +61,10 @@ class Reconciler:
                 for vip in runner.vips:
                     have = await self._addresses.has(vip)
                     if want and not have:
+                        if not await self._addresses.link_usable():
+                            # The link went down and its notification is not read yet:
+                            # the kernel flushed the VIP on purpose; FAULT follows.
+                            continue
                         await self._addresses.add(vip)
                         self.repairs += 1
                         self._log.warning(
@@ -71,13 +77,44 @@ class Reconciler:
                         await self._addresses.remove(vip)
                         self.repairs += 1
                         self._log.warning(
-                            "reconcile: VIP present while not MASTER, removed",
+                            "reconcile: VIP present while not MASTER, removed"
+                            if runner.link_gate.link_usable
+                            else "reconcile: VIP present on an unusable link, removed",
                             instance=runner.name,
                             vip=str(vip),
                             state=runner.instance.state.name,
                         )
 
     async def watch(self, watcher: AddressWatcher) -> None:
-        """Reconcile at once when the kernel reports a link or address change."""
-        async for _change in watcher:
+        """Reconcile at once when the kernel reports a link or address change; tell the
+        instances when the VRRP interface goes down or comes back."""
+        ifname = self._addresses.ifname
+        initial = watcher.link_state(ifname)
+        self._link_changed(
+            LinkState(up=initial[0], carrier=initial[1])
+            if initial is not None
+            else LinkState(up=False, carrier=False, present=False)
+        )
+        async for change in watcher:
+            if isinstance(change, LinkChanged) and change.ifname == ifname:
+                if change.removed:
+                    self._addresses.invalidate()
+                self._link_changed(
+                    LinkState(up=change.up, carrier=change.carrier, present=not change.removed)
+                )
             self.poke()
+
+    def _link_changed(self, link: LinkState) -> None:
+        ifname = self._addresses.ifname
+        if link.usable != self._link_usable:
+            if link.usable:
+                self._log.info("interface usable again", interface=ifname)
+            else:
+                self._log.warning(
+                    "interface unusable: VIPs released until it is back",
+                    interface=ifname,
+                    why=link.describe(ifname),
+                )
+            self._link_usable = link.usable
+        for runner in self._runners:
+            runner.link_changed(link)

@@ -80,9 +80,10 @@ def instance_info(
         "held": runner.held,
         "eligible": inst.eligible,
         # The policy's latest reason: it changes while eligibility does not (e.g. "Patroni
-        # unreachable, but failsafe mode was active"); the runner's is the last change.
+        # unreachable, but failsafe mode was active"); the runner's is the last change. A
+        # down link overrides both.
         "eligibility_reason": watch.policy.reason
-        if watch is not None
+        if watch is not None and runner.link_gate.link_usable
         else runner.eligibility_reason,
         "master": {
             "address": master_address,

@@ -227,6 +227,18 @@ class AddressManager:
             raise await self._fail(f"removing {vip} from {self.ifname}", exc) from exc
         return True
 
+    async def link_usable(self) -> bool:
+        """True if the interface exists, is up and has carrier (asked of the kernel now)."""
+        try:
+            links = [link async for link in await self._sock.link("dump")]
+        except (NetlinkError, OSError) as exc:
+            raise _error(f"looking up interface {self.ifname}", exc) from exc
+        for link in links:
+            if link.get("ifname") == self.ifname:
+                flags = link.get("flags") or 0
+                return bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)
+        return False
+
     async def _dump(self) -> list[Any]:
         # Re-resolve on every listing: a stale index would silently list nothing.
         index = await self._resolve()
@@ -393,6 +405,13 @@ class AddressWatcher:
 
     def ifname(self, index: int) -> str | None:
         return self._names.get(index)
+
+    def link_state(self, ifname: str) -> tuple[bool, bool] | None:
+        """(up, carrier) of `ifname` as last seen, or None if it does not exist."""
+        for index, name in self._names.items():
+            if name == ifname:
+                return self._link_state.get(index, (False, False))
+        return None
 
     def __aiter__(self) -> AddressWatcher:
         return self

@@ -269,7 +269,34 @@ def test_link_flap_flushes_the_ipv6_vip_and_it_comes_back(dlab: DaemonLab) -> No
     node = dlab.start_pgvip("a", rw={"vip": f"{vip6}/64"})
     wait_for(lambda: dlab.holders(vip6) == ["a"], timeout=10, what="IPv6 VIP on a")
     dlab.net.ip("a", "link", "set", "eth0", "down")
-    assert dlab.holders(vip6) == [], "the kernel flushes IPv6 addresses on link down"
+    wait_for(lambda: ("MASTER", "FAULT") in node.transitions(), timeout=5, what="a in FAULT")
+    # The kernel flushed the IPv6 VIP; pgvip must not put it back on a dead link
+    # (it once did: its reconciler saw "MASTER, VIP missing" before the link notification).
+    time.sleep(1.0)
+    assert dlab.holders(vip6) == []
+    reasons = [e.get("reason", "") for e in node.log_lines() if e.get("to") == "FAULT"]
+    assert any("interface eth0 is down" in r for r in reasons), reasons
     dlab.net.ip("a", "link", "set", "eth0", "up")
     wait_for(lambda: dlab.holders(vip6) == ["a"], timeout=5, what="IPv6 VIP re-added")
-    assert any("reconcile" in e.get("event", "") for e in node.log_lines())
+    events = [e.get("event") for e in node.log_lines()]
+    assert "interface usable again" in events
+    assert not [e for e in node.log_lines() if e.get("event") == "action failed"]
+
+
+def test_link_down_on_the_holder_hands_the_vip_to_the_peer(dlab: DaemonLab) -> None:
+    # Both stand-ins say yes, so the VRRP priority decides and b can take over.
+    dlab.start_standin("a", primary=200)
+    dlab.start_standin("b", primary=200)
+    a = dlab.start_pgvip("a", priority=250)
+    dlab.start_pgvip("b", priority=100)
+    wait_holder(dlab, ["a"])
+    dlab.net.ip("a", "link", "set", "eth0", "down")
+    # The kernel keeps IPv4 addresses on a down link; pgvip must drop its copy, or two
+    # nodes hold the VIP the moment the link returns.
+    wait_holder(dlab, ["b"], timeout=5)
+    time.sleep(1.0)
+    assert dlab.holders() == ["b"], "a must not hold the VIP while its link is down"
+    dlab.net.ip("a", "link", "set", "eth0", "up")
+    wait_holder(dlab, ["a"], timeout=5)  # a preempts once it is back
+    assert ("MASTER", "FAULT") in a.transitions()
+    assert ("FAULT", "BACKUP") in a.transitions()
