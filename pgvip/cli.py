@@ -140,15 +140,33 @@ def run(config_path: str | None, **flags: Any) -> None:
     "--interface",
     "interfaces",
     multiple=True,
-    required=True,
     help="interface to clean (repeatable); lo is always cleaned too",
 )
-def release(interfaces: tuple[str, ...]) -> None:
-    """Remove every address (and balancer state) pgvip created; for ExecStopPost."""
+@click.option(
+    "--config",
+    "config_path",
+    metavar="FILE",
+    default=None,
+    help="take the interface (and the RO VIP's IPVS service) from this config file",
+)
+def release(interfaces: tuple[str, ...], config_path: str | None) -> None:
+    """Remove every address (and balancer state) pgvip created; for ExecStopPost.
+
+    Give --interface, --config, or both. With --config, the IPVS service of the configured
+    RO VIP is removed too (a crashed daemon cannot say which service was its own).
+    """
     import asyncio
 
     from pgvip.dataplane.addresses import AddressError, release_all
 
+    ipvs_service: tuple[Any, int] | None = None
+    if config_path is not None:
+        config = _load(config_path, {})
+        interfaces = tuple(dict.fromkeys((*interfaces, config.vrrp.interface)))
+        if config.ro.vip is not None:
+            ipvs_service = (config.ro.vip.ip, config.ro.port)
+    if not interfaces:
+        _fail("give --interface IFNAME or --config FILE: which interface to clean")
     removed: list[Any] = []
     for ifname in interfaces:
         try:
@@ -157,7 +175,7 @@ def release(interfaces: tuple[str, ...]) -> None:
             _fail(str(exc))
     for addr in removed:
         click.echo(f"pgvip: released {addr}")
-    from pgvip.dataplane.loadbalancer import LoadBalancerError
+    from pgvip.dataplane.loadbalancer import LoadBalancerError, ipvs_available
     from pgvip.dataplane.nftables import NftablesLoadBalancer, find_nft
 
     if find_nft() is not None:
@@ -169,6 +187,15 @@ def release(interfaces: tuple[str, ...]) -> None:
         click.echo("pgvip: nftables table pgvip removed (if there was one)")
     elif not removed:
         click.echo("pgvip: nothing to release")
+    if ipvs_service is not None and ipvs_available()[0]:
+        from pgvip.dataplane.ipvs import IpvsLoadBalancer
+
+        vip, port = ipvs_service
+        try:
+            asyncio.run(IpvsLoadBalancer(service=ipvs_service, manage_sysctls=False).clear())
+        except LoadBalancerError as exc:
+            _fail(f"removing the IPVS service {vip}:{port} failed: {exc}")
+        click.echo(f"pgvip: IPVS service {vip}:{port} removed (if there was one)")
 
 
 from pgvip.lab.cli import lab  # noqa: E402 - after `main` exists; lab's CLI imports lazily

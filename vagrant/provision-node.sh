@@ -64,13 +64,8 @@ iface=$(/usr/bin/python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.ar
 install -d -m 755 /etc/pgvip
 install -o root -g pgvip -m 640 "$pgvip_toml" /etc/pgvip/pgvip.toml
 ln -sf "$venv/bin/pgvip" /usr/local/bin/pgvip
+# The unit's ExecStopPost reads vrrp.interface ($iface here) from /etc/pgvip/pgvip.toml.
 install -m 644 "$repo/deploy/pgvip.service" /etc/systemd/system/pgvip.service
-install -d -m 755 /etc/systemd/system/pgvip.service.d
-cat > /etc/systemd/system/pgvip.service.d/vagrant.conf <<UNIT
-[Service]
-ExecStopPost=
-ExecStopPost=+/usr/local/bin/pgvip release --interface $iface
-UNIT
 install -m 644 "$repo/deploy/sysctl-pgvip.conf" /etc/sysctl.d/90-pgvip.conf
 sysctl -q -p /etc/sysctl.d/90-pgvip.conf
 

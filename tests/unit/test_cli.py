@@ -101,3 +101,17 @@ def test_run_fails_fast_on_a_missing_interface(tmp_path: Path) -> None:
     assert code == 2
     assert "interface nosuch0 does not exist" in out
     assert len(out.strip().splitlines()) == 1
+
+
+def test_release_needs_an_interface_or_a_config() -> None:
+    code, out = run("release")
+    assert code == 2
+    assert "give --interface IFNAME or --config FILE" in out
+
+
+def test_release_refuses_a_bad_config_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "pgvip.toml"
+    path.write_text(GOOD.replace("[rw]", "[rw]\nvrid = 300"))
+    code, out = run("release", "--config", str(path))
+    assert code == 2
+    assert str(path) in out and "rw.vrid" in out

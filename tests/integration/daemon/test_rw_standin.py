@@ -300,3 +300,20 @@ def test_link_down_on_the_holder_hands_the_vip_to_the_peer(dlab: DaemonLab) -> N
     wait_holder(dlab, ["a"], timeout=5)  # a preempts once it is back
     assert ("MASTER", "FAULT") in a.transitions()
     assert ("FAULT", "BACKUP") in a.transitions()
+
+
+def test_release_with_the_config_cleans_up_after_kill_9(dlab: DaemonLab) -> None:
+    # What the unit's ExecStopPost does: the interface comes from the config file.
+    dlab.start_standin("a", primary=200)
+    node = dlab.start_pgvip("a")
+    wait_holder(dlab, ["a"])
+    dlab.stop_pgvip("a", signal.SIGKILL)
+    assert dlab.holders() == ["a"], "a killed daemon cannot remove its VIP"
+    out = subprocess.run(
+        ["ip", "netns", "exec", dlab.net.ns("a"), PGVIP, "release", "--config",
+         str(node.config_path)],
+        capture_output=True, text=True, timeout=20,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f"pgvip: released {VIP}" in out.stdout and "on eth0" in out.stdout
+    assert dlab.holders() == []
