@@ -317,6 +317,14 @@ SCHEMA: tuple[Setting, ...] = (
        check=_SECONDS_30, unit="seconds"),
     _s("patroni", "poll_interval", "number", 0.25, "Seconds between polls of /primary.",
        check=_SECONDS_60, unit="seconds"),
+    _s("patroni", "fast_poll_interval", "number", 0.05,
+       "Seconds between polls of /primary while no node holds the RW VIP (its master resigned "
+       "or went silent), so the new leader is seen at once. Capped at poll_interval.",
+       check=_SECONDS_60, unit="seconds"),
+    _s("patroni", "fast_poll_window", "number", 60.0,
+       "Poll fast for at most this many seconds after the RW master went missing, then fall "
+       "back to poll_interval (a cluster without a leader for long is not worth 20 polls/s).",
+       check=_SECONDS_HOUR, unit="seconds"),
     _s("patroni", "rise", "integer", 1,
        "Consecutive 'yes' answers before the node may hold the RW VIP.", check=_COUNT),
     _s("patroni", "fall", "integer", 3,
@@ -459,6 +467,8 @@ class PatroniConfig:
     password_file: str | None
     timeout: float
     poll_interval: float
+    fast_poll_interval: float
+    fast_poll_window: float
     rise: int
     fall: int
     grace: float | None

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from pgvip.status.metrics import Metrics
 from pgvip.status import reason_kind
 from pgvip.vrrp.actions import Action, AddVip, Announce, RemoveVip, SendAdvert, Transition
-from pgvip.vrrp.events import EligibilityChanged, Event, Shutdown, Tick
+from pgvip.vrrp.events import AdvertReceived, EligibilityChanged, Event, Shutdown, Tick
 from pgvip.vrrp.instance import State, VrrpInstance
 
 VipInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -82,6 +82,8 @@ class InstanceRunner:
         self.lock = asyncio.Lock()
         self.transitions: collections.deque[TransitionRecord] = collections.deque(maxlen=50)
         self.listeners: list[Callable[[Transition], None]] = []
+        # Called when the master we knew resigns (a priority-0 advert): nobody holds the VIP.
+        self.on_master_resigned: list[Callable[[], None]] = []
         self._announce_task: asyncio.Task[int] | None = None
         self.apply_errors = 0
         self.link_gate = LinkGate(ifname)
@@ -145,7 +147,15 @@ class InstanceRunner:
                     event = await self._queue.get()
             if self._stopped:
                 break
-            await self._apply(self.instance.handle(event, self._clock()))
+            now = self._clock()
+            await self._apply(self.instance.handle(event, now))
+            if (
+                isinstance(event, AdvertReceived)
+                and event.advert.priority == 0
+                and self.instance.master_missing(now)
+            ):
+                for callback in self.on_master_resigned:
+                    callback()
 
     async def shutdown(self, reason: str) -> None:
         """Leave Master cleanly (VIP removed, then a priority-0 advert) and go inert."""

@@ -18,7 +18,7 @@ from pgvip.daemon.cadence import Cadence
 from pgvip.daemon.director import Director, DirectorError
 from pgvip.daemon.instance_runner import AnnounceSettings, InstanceRunner
 from pgvip.daemon.notify import Notifier
-from pgvip.daemon.patroni_watch import PatroniWatch
+from pgvip.daemon.patroni_watch import FastPolling, PatroniWatch
 from pgvip.daemon.reconciler import Reconciler
 from pgvip.daemon.ro_role import RoleWatch
 from pgvip.daemon.vrrp_channel import VrrpChannel, open_channel
@@ -67,7 +67,16 @@ def _password(cfg: PatroniConfig) -> str | None:
 
 # Settings a running election can take on a reload. Anything else (interface, VIPs, VRIDs,
 # advert interval, unicast peers, the Patroni URL and TLS, the RO VIP) rebuilds the engine.
-_HOT_PATRONI = ("rise", "fall", "grace", "poll_interval", "failsafe_keep", "failsafe_max")
+_HOT_PATRONI = (
+    "rise",
+    "fall",
+    "grace",
+    "poll_interval",
+    "fast_poll_interval",
+    "fast_poll_window",
+    "failsafe_keep",
+    "failsafe_max",
+)
 
 
 def _without_hot_keys(config: Config, base: Config) -> Config:
@@ -150,7 +159,9 @@ class Engine:
             log=self.log.bind(instance="rw"),
             instance="rw",
             on_poll=lambda obs: self.metrics.poll("rw", obs.latency, obs.cause),
+            fast=self._fast_polling(cfg, runner),
         )
+        runner.on_master_resigned.append(watch.wake)
         self.watches.append(watch)
         if cfg.ro.vip is not None:
             self._start_ro(cfg.ro.vip)
@@ -252,6 +263,15 @@ class Engine:
             )
         )
 
+    @staticmethod
+    def _fast_polling(cfg: Config, runner: InstanceRunner) -> FastPolling:
+        instance = runner.instance
+        return FastPolling(
+            urgent=lambda: instance.master_missing(time.monotonic()),
+            interval=cfg.patroni.fast_poll_interval,
+            window=cfg.patroni.fast_poll_window,
+        )
+
     def _eligibility_policy(self, cfg: Config) -> EligibilityPolicy:
         return EligibilityPolicy(
             cfg.patroni.rise,
@@ -278,7 +298,11 @@ class Engine:
             rw.feed(PriorityChanged(new.rw.priority, "reload"))
         if new.patroni != old.patroni:
             watch = self.watch_for("rw")
-            watch.retune(self._eligibility_policy(new), new.patroni.poll_interval)
+            watch.retune(
+                self._eligibility_policy(new),
+                new.patroni.poll_interval,
+                self._fast_polling(new, rw),
+            )
         return True
 
     async def _export_ro_metrics(self, director: Director) -> None:

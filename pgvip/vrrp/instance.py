@@ -268,6 +268,17 @@ class VrrpInstance:
             return self._priority
         return self._heard.priority if self._heard else None
 
+    def master_missing(self, now: float) -> bool:
+        """True when, as far as we know, nobody holds the VIPs: no master was ever heard, the
+        last one resigned (priority 0), or it has been silent for a Master_Down_Interval.
+        False while we are MASTER. The daemon polls Patroni faster while this holds."""
+        if self._state is State.MASTER:
+            return False
+        heard = self._heard
+        if heard is None or heard.priority == 0:
+            return True
+        return now >= heard.at + master_down_interval(self._priority, heard.interval)
+
     @property
     def last_advert_at(self) -> float | None:
         """When we last heard an advert from another router (any priority, any state)."""
@@ -334,7 +345,10 @@ class VrrpInstance:
             return None
         if heard is None or not 0 < heard.priority < self._priority:
             return None
-        if now - heard.at >= master_down_interval(self._priority, heard.interval):
+        # The same sum as the deadline _backup_tick arms, not `now - heard.at >= ...`: in
+        # floating point the two can disagree by one ulp, and a tick at that deadline would
+        # then re-arm the very same deadline (a busy loop).
+        if now >= heard.at + master_down_interval(self._priority, heard.interval):
             return None
         return heard
 

@@ -577,3 +577,42 @@ def test_any_event_sequence_keeps_the_invariants(
         stopped = instance.stopped
         if isinstance(event, Shutdown):
             assert stopped and not holding
+
+
+def test_a_tick_at_the_preempt_deadline_never_rearms_the_same_deadline() -> None:
+    # Found by the property test: `now - heard.at` and the deadline `heard.at + interval`
+    # disagreed by one ulp, so the tick re-armed the deadline it was delivered at.
+    instance = VrrpInstance(make_config(2, 152, preempt=True, preempt_delay=2.0), 0.0)
+    now = 2.8800087060268704
+    instance.handle(EligibilityChanged(True, "policy"), now)
+    instance.handle(heard(1, 1, interval=20), now)
+    for _ in range(5):
+        deadline = instance.next_deadline()
+        assert deadline is not None
+        now = max(now, deadline)
+        instance.handle(Tick(), now)
+        following = instance.next_deadline()
+        assert following is None or following > now
+
+
+def test_master_missing_follows_what_was_heard() -> None:
+    instance = VrrpInstance(make_config(2, 200), 0.0)
+    assert instance.master_missing(0.0), "nothing heard yet"
+    instance.handle(heard(254, 1), 0.5)
+    assert not instance.master_missing(1.0)
+    # Silent for a Master_Down_Interval (3 x 1 s + skew): missing.
+    silent_at = 0.5 + master_down_interval(200, 1.0)
+    assert not instance.master_missing(silent_at - 0.01)
+    assert instance.master_missing(silent_at)
+    instance.handle(heard(254, 1), 5.0)
+    assert not instance.master_missing(5.0)
+    instance.handle(heard(0, 1), 5.2)
+    assert instance.master_missing(5.2), "the master resigned"
+
+
+def test_master_missing_is_false_while_we_are_master() -> None:
+    instance = VrrpInstance(make_config(2, 200), 0.0)
+    instance.handle(ELIGIBLE, 0.0)
+    instance.handle(Tick(), instance.next_deadline() or 0.0)
+    assert instance.state is State.MASTER
+    assert not instance.master_missing(100.0)
