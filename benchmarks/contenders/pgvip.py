@@ -1,6 +1,6 @@
 """pgvip itself, started by the lab's own machinery (`Lab.start(node, "pgvip")`: the `pgvip` user
 with only CAP_NET_ADMIN + CAP_NET_RAW) with a configuration rendered per variant: the lab's
-fast settings, or the shipped defaults (advert_int 100, poll_interval 0.25)."""
+fast settings, or the shipped defaults (advert_int 100, poll_interval 0.25, priority 254)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from pgvip.lab import render
 from pgvip.lab.cluster import Lab, LabError
 from pgvip.lab.layout import PG_PORT
 
-# The shipped defaults (deploy/pgvip.toml and pgvip.config) that the lab overrides.
-STOCK_OVERRIDES: dict[str, Any] = {"advert_int": 100, "poll_interval": 0.25}
+# The shipped defaults (deploy/pgvip.toml and pgvip.config) where the lab sets its own values;
+# None removes the lab's key, so pgvip's default applies (rw.priority 254).
+STOCK_OVERRIDES: dict[str, Any] = {"advert_int": 100, "poll_interval": 0.25, "priority": None}
 
 
 class PgvipContender(Contender):
@@ -124,5 +125,6 @@ def stock_variant() -> PgvipContender:
     return PgvipContender(
         "pgvip-stock",
         STOCK_OVERRIDES,
-        "pgvip with its shipped defaults: advert_int 100 cs, poll_interval 0.25 s",
+        "pgvip with its shipped defaults: advert_int 100 cs, poll_interval 0.25 s "
+        "(fast_poll_interval 0.05 s), rw.priority 254",
     )
