@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import signal
 import sys
-import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from pgvip.lab.layout import SUPERUSER, SUPERUSER_PASSWORD
-from pgvip.lab.probe import LeaderWatch, classify_error, format_sample
+from pgvip.lab.probe import PgAttempts, SampleLoop
 
 TABLE = "pgvip_bench"
 NODE_SQL = "current_setting('pgvip.node', true)"
@@ -93,102 +91,52 @@ def config_from_args(argv: Sequence[str] | None = None) -> ClientConfig:
 
 
 class _Pg:
-    """Attempts under a hard deadline; a writer keeps one idle connection per address."""
+    """The client's statements; each answers which node it reached (`<name>_node`)."""
 
     def __init__(self, cfg: ClientConfig) -> None:
-        self.cfg = cfg
-        self._idle: dict[tuple[str, int], Any] = {}
-
-    async def _connect(self, host: str, port: int) -> Any:
-        import psycopg
-
-        return await psycopg.AsyncConnection.connect(
-            host=host,
-            port=port,
-            user=self.cfg.user,
-            password=self.cfg.password,
-            dbname=self.cfg.dbname,
-            connect_timeout=max(2, math.ceil(self.cfg.timeout)),  # ours is the real deadline
-            sslmode="disable",
-            gssencmode="disable",
+        self.attempts = PgAttempts(
+            user=cfg.user,
+            password=cfg.password,
+            dbname=cfg.dbname,
+            timeout=cfg.timeout,
             application_name="pgvip-bench",
-            autocommit=True,
         )
 
-    async def _timed(self, name: str, attempt: Any) -> dict[str, Any]:
-        start = time.monotonic()
-        try:
-            async with asyncio.timeout(self.cfg.timeout):
-                node = await attempt()
-            ok, err = True, None
-        except Exception as exc:
-            node, ok, err = None, False, classify_error(exc)
-        return {
-            f"{name}_ok": ok,
-            f"{name}_err": err,
-            f"{name}_node": node,
-            f"{name}_ms": round((time.monotonic() - start) * 1000, 1),
-        }
-
     async def write(self, name: str, host: str, port: int, seq: int) -> dict[str, Any]:
-        key = (host, port)
-        conn: Any = self._idle.pop(key, None)
-
-        async def attempt() -> Any:
-            nonlocal conn
-            if conn is None:
-                conn = await self._connect(host, port)
+        async def insert(conn: Any) -> dict[str, Any]:
             cur = await conn.execute(
                 f"INSERT INTO {TABLE} (src, seq) VALUES (%s, %s) RETURNING {NODE_SQL}",
                 (name, seq),
             )
             row = await cur.fetchone()
-            return row[0] if row else None
+            return {"node": row[0] if row else None}
 
-        result = await self._timed(name, attempt)
-        if conn is not None:
-            if result[f"{name}_ok"] and key not in self._idle:
-                self._idle[key] = conn
-            else:
-                await _discard(conn)
-        return result
+        return await self.attempts.write(host, port, name, insert, on_error={"node": None})
 
     async def read(self, name: str, host: str, port: int) -> dict[str, Any]:
-        async def attempt() -> Any:
-            conn = await self._connect(host, port)
-            try:
-                cur = await conn.execute(f"SELECT {NODE_SQL}")
-                row = await cur.fetchone()
-            finally:
-                await _discard(conn)
-            return row[0] if row else None
+        async def select(conn: Any) -> dict[str, Any]:
+            cur = await conn.execute(f"SELECT {NODE_SQL}")
+            row = await cur.fetchone()
+            return {"node": row[0] if row else None}
 
-        return await self._timed(name, attempt)
+        return await self.attempts.read(host, port, name, select, on_error={"node": None})
 
     async def close(self) -> None:
-        conns, self._idle = list(self._idle.values()), {}
-        for conn in conns:
-            await _discard(conn)
+        await self.attempts.close()
 
 
-async def _discard(conn: Any) -> None:
-    # A failed connection may sit on a dead peer: never reuse it, never wait long on it.
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(conn.close(), 0.5)
-
-
-class Client:
+class Client(SampleLoop):
     def __init__(self, cfg: ClientConfig, out: TextIO = sys.stdout) -> None:
-        self.cfg = cfg
-        self.out = out
-        self.pg = _Pg(cfg)
-        self.watch = (
-            LeaderWatch(cfg.patroni_urls, cfg.interval, cfg.timeout) if cfg.patroni_urls else None
+        super().__init__(
+            interval=cfg.interval,
+            duration=cfg.duration,
+            count=None,
+            pg=_Pg(cfg),
+            patroni_urls=cfg.patroni_urls,
+            timeout=cfg.timeout,
+            out=out,
         )
-        self._stop = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
+        self.cfg = cfg
 
     async def sample(self, seq: int, t: float) -> dict[str, Any]:
         line: dict[str, Any] = {"seq": seq, "t": round(t, 4)}
@@ -208,55 +156,6 @@ class Client:
         for part in await asyncio.gather(*jobs):
             line.update(part)
         return line
-
-    async def run(self) -> int:
-        import psycopg  # noqa: F401  (import before the schedule starts, not inside an attempt)
-
-        if self.watch is not None:
-            import aiohttp  # noqa: F401
-        watcher = asyncio.create_task(self.watch.run()) if self.watch else None
-        pending: asyncio.Queue[asyncio.Task[dict[str, Any]] | None] = asyncio.Queue()
-        printer = asyncio.create_task(self._print(pending))
-        started = time.monotonic()
-        until = None if self.cfg.duration is None else started + self.cfg.duration
-        next_due = started
-        seq = 0
-        try:
-            while not self._stop.is_set():
-                now = time.monotonic()
-                if until is not None and now >= until:
-                    break
-                # A sample starts every interval even while earlier ones wait out their deadline,
-                # so a recovery shows within one interval.
-                pending.put_nowait(asyncio.create_task(self.sample(seq, now)))
-                seq += 1
-                next_due += self.cfg.interval
-                if next_due < now:  # fell behind: skip ahead, never burst
-                    next_due = now
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), max(0.0, next_due - now))
-        finally:
-            pending.put_nowait(None)
-            await printer
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
-            await self.pg.close()
-        return 0
-
-    async def _print(self, pending: asyncio.Queue[asyncio.Task[dict[str, Any]] | None]) -> None:
-        while True:
-            task = await pending.get()
-            if task is None:
-                return
-            line = await task
-            try:
-                self.out.write(format_sample(line) + "\n")
-                self.out.flush()
-            except BrokenPipeError:
-                self.stop()
-                return
 
 
 def main(argv: Sequence[str] | None = None) -> int:

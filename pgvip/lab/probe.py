@@ -298,42 +298,58 @@ async def _discard(conn: Any) -> None:
         await asyncio.wait_for(conn.close(), 0.5)
 
 
-class _Pg:
-    """Attempts against one PostgreSQL address, each under a hard deadline."""
+Statement = Callable[[Any], Awaitable[dict[str, Any]]]  # connection -> fields of the line
 
-    def __init__(self, cfg: ProbeConfig) -> None:
-        self.cfg = cfg
-        self._idle: dict[str, Any] = {}  # host -> one reusable connection
-        self._table_ready = False
 
-    async def _connect(self, host: str) -> Any:
-        import psycopg  # only the probe process pays for psycopg
+class PgAttempts:
+    """psycopg attempts, each under a hard asyncio deadline (psycopg, like libpq, raises any
+    connect_timeout below 2 s to 2 s). A writer keeps one idle connection per address; a
+    reader connects afresh every time, so a balancer's choice shows. Shared by this probe and
+    the benchmark client (benchmarks/client.py)."""
+
+    def __init__(
+        self, *, user: str, password: str, dbname: str, timeout: float, application_name: str
+    ) -> None:
+        self.user = user
+        self.password = password
+        self.dbname = dbname
+        self.timeout = timeout
+        self.application_name = application_name
+        self._idle: dict[tuple[str, int], Any] = {}
+
+    async def connect(self, host: str, port: int) -> Any:
+        import psycopg  # only the client processes pay for psycopg
 
         return await psycopg.AsyncConnection.connect(
             host=host,
-            port=self.cfg.port,
-            user=self.cfg.user,
-            password=self.cfg.password,
-            dbname=self.cfg.dbname,
+            port=port,
+            user=self.user,
+            password=self.password,
+            dbname=self.dbname,
             # psycopg raises anything below 2 s to 2 s; the real deadline is ours (asyncio).
-            connect_timeout=max(2, math.ceil(self.cfg.timeout)),
+            connect_timeout=max(2, math.ceil(self.timeout)),
             # No SSL/GSS negotiation round trips: the lab has neither.
             sslmode="disable",
             gssencmode="disable",
-            application_name="pgvip-probe",
+            application_name=self.application_name,
             autocommit=True,
         )
 
-    async def _timed(
-        self, fn: Callable[[], Awaitable[dict[str, Any]]], prefix: str
+    async def timed(
+        self,
+        prefix: str,
+        attempt: Callable[[], Awaitable[dict[str, Any]]],
+        on_error: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """`prefix_ok`, `prefix_err`, `prefix_ms`, and `prefix_<key>` for each field the attempt
+        returned (or for each of `on_error` when it failed)."""
         start = time.monotonic()
         try:
-            async with asyncio.timeout(self.cfg.timeout):
-                result = await fn()
+            async with asyncio.timeout(self.timeout):
+                result = await attempt()
             ok, err = True, None
         except Exception as exc:
-            result, ok, err = {}, False, classify_error(exc)
+            result, ok, err = dict(on_error or {}), False, classify_error(exc)
         out = {
             f"{prefix}_ok": ok,
             f"{prefix}_err": err,
@@ -342,14 +358,77 @@ class _Pg:
         out.update({f"{prefix}_{k}": v for k, v in result.items()})
         return out
 
-    async def write(self, host: str, prefix: str, seq: int) -> dict[str, Any]:
-        """INSERT one row through `host`, reusing an idle connection when there is one."""
-        conn: Any = self._idle.pop(host, None)
+    async def write(
+        self,
+        host: str,
+        port: int,
+        prefix: str,
+        statement: Statement,
+        on_error: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Run `statement` on the idle connection to host:port, or on a new one; keep the
+        connection only if the attempt succeeded."""
+        key = (host, port)
+        conn: Any = self._idle.pop(key, None)
 
         async def attempt() -> dict[str, Any]:
             nonlocal conn
             if conn is None:
-                conn = await self._connect(host)
+                conn = await self.connect(host, port)
+            return await statement(conn)
+
+        result = await self.timed(prefix, attempt, on_error)
+        if conn is not None:
+            if result[f"{prefix}_ok"] and key not in self._idle:
+                self._idle[key] = conn
+            else:
+                await _discard(conn)
+        return result
+
+    async def read(
+        self,
+        host: str,
+        port: int,
+        prefix: str,
+        statement: Statement,
+        on_error: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Run `statement` on a fresh connection to host:port, closed afterwards."""
+
+        async def attempt() -> dict[str, Any]:
+            conn = await self.connect(host, port)
+            try:
+                return await statement(conn)
+            finally:
+                await _discard(conn)
+
+        return await self.timed(prefix, attempt, on_error)
+
+    async def close(self) -> None:
+        conns, self._idle = list(self._idle.values()), {}
+        for conn in conns:
+            await _discard(conn)
+
+
+class _Pg:
+    """The probe's statements: an INSERT through the RW VIP (and to the leader), a SELECT
+    through the RO VIP; both say which server answered."""
+
+    def __init__(self, cfg: ProbeConfig) -> None:
+        self.attempts = PgAttempts(
+            user=cfg.user,
+            password=cfg.password,
+            dbname=cfg.dbname,
+            timeout=cfg.timeout,
+            application_name="pgvip-probe",
+        )
+        self.port = cfg.port
+        self._table_ready = False
+
+    async def write(self, host: str, prefix: str, seq: int) -> dict[str, Any]:
+        """INSERT one row through `host`, reusing an idle connection when there is one."""
+
+        async def insert(conn: Any) -> dict[str, Any]:
             if not self._table_ready:
                 await self._ensure_table(conn)
             cur = await conn.execute(
@@ -360,31 +439,21 @@ class _Pg:
             row = await cur.fetchone()
             return {"server": row[0] if row else None, "node": row[1] if row else None}
 
-        result = await self._timed(attempt, prefix)
-        if conn is not None:
-            if result[f"{prefix}_ok"] and host not in self._idle:
-                self._idle[host] = conn
-            else:
-                await _discard(conn)
-        return result
+        return await self.attempts.write(host, self.port, prefix, insert)
 
     async def read(self, host: str, prefix: str) -> dict[str, Any]:
         """A fresh connection per read, so the balancer's choice shows in inet_server_addr()."""
 
-        async def attempt() -> dict[str, Any]:
-            conn = await self._connect(host)
-            try:
-                cur = await conn.execute(
-                    f"SELECT host(inet_server_addr()), {NODE_QUERY}, pg_is_in_recovery()"
-                )
-                row = await cur.fetchone()
-            finally:
-                await _discard(conn)
+        async def select(conn: Any) -> dict[str, Any]:
+            cur = await conn.execute(
+                f"SELECT host(inet_server_addr()), {NODE_QUERY}, pg_is_in_recovery()"
+            )
+            row = await cur.fetchone()
             if row is None:
                 return {"server": None, "node": None, "replica": None}
             return {"server": row[0], "node": row[1], "replica": row[2]}
 
-        return await self._timed(attempt, prefix)
+        return await self.attempts.read(host, self.port, prefix, select)
 
     async def _ensure_table(self, conn: Any) -> None:
         import psycopg
@@ -399,9 +468,7 @@ class _Pg:
         self._table_ready = True
 
     async def close(self) -> None:
-        conns, self._idle = list(self._idle.values()), {}
-        for conn in conns:
-            await _discard(conn)
+        await self.attempts.close()
 
 
 # -- I/O: who leads ----------------------------------------------------------
@@ -450,19 +517,107 @@ class LeaderWatch:
 # -- the sampling loop -------------------------------------------------------
 
 
-class Probe:
-    def __init__(self, cfg: ProbeConfig, out: TextIO = sys.stdout) -> None:
-        self.cfg = cfg
+class SampleLoop:
+    """Starts `sample(seq, t)` every `interval` seconds and prints each line, in order of seq,
+    as one JSON line. Samples overlap during an outage: one starts every interval even while
+    earlier ones still wait out their deadline, so a recovery shows within one interval.
+    Subclasses (the probe, the benchmark client) say what a sample is."""
+
+    def __init__(
+        self,
+        *,
+        interval: float,
+        duration: float | None,
+        count: int | None,
+        pg: Any,
+        patroni_urls: Sequence[str],
+        timeout: float,
+        out: TextIO,
+    ) -> None:
+        self.interval = interval
+        self.duration = duration
+        self.count = count
+        self.pg = pg  # has `async close()`
+        # Who leads, for the writes straight to the leader; None: no leader writes.
+        self.watch = LeaderWatch(patroni_urls, interval, timeout) if patroni_urls else None
         self.out = out
-        self.pg = _Pg(cfg)
-        self.watch = (
-            LeaderWatch(cfg.patroni_urls, cfg.interval, cfg.timeout) if cfg.patroni_urls else None
-        )
         self._stop = asyncio.Event()
         self.broken_pipe = False
 
     def stop(self) -> None:
         self._stop.set()
+
+    async def sample(self, seq: int, t: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def run(self) -> int:
+        # Import now: a first import inside an attempt would stall the loop and the schedule.
+        import psycopg  # noqa: F401
+
+        if self.watch is not None:
+            import aiohttp  # noqa: F401
+
+        watcher = asyncio.create_task(self.watch.run()) if self.watch else None
+        pending: asyncio.Queue[asyncio.Task[dict[str, Any]] | None] = asyncio.Queue()
+        printer = asyncio.create_task(self._print(pending))
+        started = time.monotonic()
+        until = None if self.duration is None else started + self.duration
+        next_due = started
+        seq = 0
+        try:
+            while not self._stop.is_set():
+                if self.count is not None and seq >= self.count:
+                    break
+                if until is not None and time.monotonic() >= until:
+                    break
+                pending.put_nowait(asyncio.create_task(self.sample(seq, time.monotonic())))
+                seq += 1
+                next_due += self.interval
+                now = time.monotonic()
+                if next_due < now:  # fell behind (a slow machine): skip, never burst
+                    next_due = now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), next_due - now)
+        finally:
+            pending.put_nowait(None)
+            await printer
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            await self.pg.close()
+        return 0
+
+    async def _print(self, pending: asyncio.Queue[asyncio.Task[dict[str, Any]] | None]) -> None:
+        # In order of seq: a line waits for its slowest attempt (at most the timeout).
+        while True:
+            task = await pending.get()
+            if task is None:
+                return
+            line = await task
+            if self.broken_pipe:
+                continue  # drain the attempts still in flight
+            try:
+                self.out.write(format_sample(line) + "\n")
+                self.out.flush()
+            except BrokenPipeError:
+                # The reader went away (the demo ended): stop quietly.
+                self.broken_pipe = True
+                self.stop()
+
+
+class Probe(SampleLoop):
+    def __init__(self, cfg: ProbeConfig, out: TextIO = sys.stdout) -> None:
+        super().__init__(
+            interval=cfg.interval,
+            duration=cfg.duration,
+            count=cfg.count,
+            pg=_Pg(cfg),
+            patroni_urls=cfg.patroni_urls,
+            timeout=cfg.timeout,
+            out=out,
+        )
+        self.cfg = cfg
 
     async def sample(self, seq: int, t: float | None = None) -> dict[str, Any]:
         """One sample; `t` is its scheduled monotonic time (now by default)."""
@@ -498,63 +653,6 @@ class Probe:
             if server is not None and not line.get(f"{target}_node"):
                 line[f"{target}_node"] = self.cfg.names.get(server)
         return line
-
-    async def run(self) -> int:
-        # Import now: a first import inside an attempt would stall the loop and the schedule.
-        import psycopg  # noqa: F401
-
-        if self.watch is not None:
-            import aiohttp  # noqa: F401
-
-        watcher = asyncio.create_task(self.watch.run()) if self.watch else None
-        pending: asyncio.Queue[asyncio.Task[dict[str, Any]] | None] = asyncio.Queue()
-        printer = asyncio.create_task(self._print(pending))
-        started = time.monotonic()
-        until = None if self.cfg.duration is None else started + self.cfg.duration
-        next_due = started
-        seq = 0
-        try:
-            while not self._stop.is_set():
-                if self.cfg.count is not None and seq >= self.cfg.count:
-                    break
-                if until is not None and time.monotonic() >= until:
-                    break
-                # Attempts overlap during an outage: a sample starts every interval even while
-                # earlier ones still wait out their timeout, so recovery shows within one interval.
-                pending.put_nowait(asyncio.create_task(self.sample(seq, time.monotonic())))
-                seq += 1
-                next_due += self.cfg.interval
-                now = time.monotonic()
-                if next_due < now:  # fell behind (a slow machine): skip, never burst
-                    next_due = now
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), next_due - now)
-        finally:
-            pending.put_nowait(None)
-            await printer
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
-            await self.pg.close()
-        return 0
-
-    async def _print(self, pending: asyncio.Queue[asyncio.Task[dict[str, Any]] | None]) -> None:
-        # In order of seq: a line waits for its slowest attempt (at most --timeout).
-        while True:
-            task = await pending.get()
-            if task is None:
-                return
-            line = await task
-            if self.broken_pipe:
-                continue  # drain the attempts still in flight
-            try:
-                self.out.write(format_sample(line) + "\n")
-                self.out.flush()
-            except BrokenPipeError:
-                # The reader went away (the demo ended): stop quietly.
-                self.broken_pipe = True
-                self.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

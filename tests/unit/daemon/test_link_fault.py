@@ -7,8 +7,10 @@ VRRP socket and the announcer are fakes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pgvip.daemon.instance_runner import AnnounceSettings, InstanceRunner
@@ -134,14 +136,23 @@ class Rig:
             while not check():
                 await asyncio.sleep(0.01)
 
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Rig]:
+        """The runner and the reconciler's netlink watch as tasks, cancelled at the end."""
+        tasks = [
+            asyncio.create_task(self.runner.run()),
+            asyncio.create_task(self.reconciler.watch(self.watcher)),
+        ]
+        try:
+            yield self
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
 
 async def test_link_down_faults_the_master_and_link_up_brings_the_vip_back() -> None:
-    rig = Rig()
-    tasks = [
-        asyncio.create_task(rig.runner.run()),
-        asyncio.create_task(rig.reconciler.watch(rig.watcher)),
-    ]
-    try:
+    async with Rig().running() as rig:
         rig.runner.feed(LEADER)
         await rig.until("MASTER", lambda: rig.runner.instance.state is State.MASTER)
         assert rig.kernel.addrs == {VIP}
@@ -173,19 +184,10 @@ async def test_link_down_faults_the_master_and_link_up_brings_the_vip_back() -> 
         assert "interface usable again" in rig.log.events("info")
         reasons = [kw.get("reason", "") for _, e, kw in rig.log.records if e == "transition"]
         assert any("interface eth0 is up again" in r for r in reasons), reasons
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_an_ipv4_vip_is_removed_when_the_carrier_goes() -> None:
-    rig = Rig()
-    tasks = [
-        asyncio.create_task(rig.runner.run()),
-        asyncio.create_task(rig.reconciler.watch(rig.watcher)),
-    ]
-    try:
+    async with Rig().running() as rig:
         rig.runner.feed(LEADER)
         await rig.until("MASTER", lambda: rig.runner.instance.state is State.MASTER)
         rig.kernel.usable = False  # carrier lost: the kernel keeps IPv4 addresses
@@ -193,7 +195,3 @@ async def test_an_ipv4_vip_is_removed_when_the_carrier_goes() -> None:
         await rig.until("FAULT", lambda: rig.runner.instance.state is State.FAULT)
         await rig.until("VIP removed", lambda: rig.kernel.addrs == set())
         assert rig.runner.eligibility_reason == "interface eth0 has no carrier"
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
