@@ -14,6 +14,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Any
 
 from pgvip.config import Config, ConfigError, PatroniConfig, read_password_file
+from pgvip.daemon import resign_record
 from pgvip.daemon.cadence import Cadence
 from pgvip.daemon.director import Director, DirectorError
 from pgvip.daemon.instance_runner import AnnounceSettings, InstanceRunner
@@ -33,7 +34,7 @@ from pgvip.patroni.client import PatroniClient, PatroniClientError
 from pgvip.policy.eligibility import EligibilityPolicy
 from pgvip.status.server import StatusServerError
 from pgvip.vrrp.events import PriorityChanged
-from pgvip.vrrp.instance import InstanceConfig, VrrpInstance
+from pgvip.vrrp.instance import InstanceConfig, State, VrrpInstance
 
 VipInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -223,7 +224,44 @@ class Engine:
         )
         self.runners.append(runner)
         self.channel.route(vrid, runner.feed)
+        self._resume(runner)
         return runner
+
+    def _resume(self, runner: InstanceRunner) -> None:
+        """If this node's previous run resigned this VRID moments ago, start from that."""
+        directory = resign_record.record_dir()
+        if directory is None:
+            return
+        instance = runner.instance
+        now = time.monotonic()
+        at = resign_record.take(
+            directory,
+            instance.config.vrid,
+            str(self.source),
+            now,
+            max_age=instance.master_down_interval,
+        )
+        if at is not None:
+            instance.resume_after_resign(at)
+            self.log.info(
+                "previous run resigned moments ago: taking over after Skew_Time if eligible",
+                instance=runner.name,
+                resigned_ago=round(now - at, 3),
+            )
+
+    def _record_resign(self, runner: InstanceRunner, at: float) -> None:
+        directory = resign_record.record_dir()
+        if directory is None:
+            return
+        try:
+            resign_record.write(directory, runner.instance.config.vrid, str(self.source), at)
+        except OSError as exc:
+            # Only costs the next run a Master_Down_Interval of listening.
+            self.log.warning(
+                "cannot leave the resign record for the next run",
+                directory=str(directory),
+                error=str(exc),
+            )
 
     def _start_ro(self, vip: VipInterface) -> None:
         """The RO VIP: its own VRRP instance elects the director, which programs the balancer.
@@ -361,10 +399,14 @@ class Engine:
     async def stop(self, reason: str) -> None:
         # Release first (VIP removed, priority 0 sent), then tear the rest down.
         for runner in self.runners:
+            was_master = runner.instance.state is State.MASTER
             try:
                 await asyncio.wait_for(runner.shutdown(reason), SHUTDOWN_BUDGET / 2)
             except Exception as exc:
                 self.log.error("release at shutdown failed", instance=runner.name, error=str(exc))
+            else:
+                if was_master:
+                    self._record_resign(runner, time.monotonic())
         if self.director is not None:
             try:
                 await asyncio.wait_for(self.director.stop(), SHUTDOWN_BUDGET / 2)

@@ -202,6 +202,16 @@ class VrrpInstance:
             self._remember(event, now)
         return _TRANSITIONS[(self._state, kind)](self, event, now)
 
+    def resume_after_resign(self, resigned_at: float) -> None:
+        """Before any event: this node's previous run was master and resigned (priority 0) at
+        `resigned_at`. Taken as a priority-0 advert heard from ourselves then, so becoming
+        eligible takes over after Skew_Time instead of listening for a Master_Down_Interval,
+        exactly as after another node's resign. Any advert heard later replaces it."""
+        if self._state is State.INIT and self._heard is None:
+            self._heard = _Heard(
+                self._config.primary_address, 0, self._config.advert_interval, resigned_at
+            )
+
     def next_deadline(self) -> float | None:
         """When the next Tick is due, or None if no timer runs (INIT, FAULT, stopped)."""
         if self._stopped:
@@ -388,7 +398,12 @@ class VrrpInstance:
                 why = f"no master heard yet, listening for {_fmt(mdi)} since start"
         elif heard.priority == 0:
             deadline = earliest
-            why = f"master {heard.address} resigned (priority 0) {_fmt(now - heard.at)} ago"
+            who = (
+                "this node's previous run"
+                if heard.address == self._config.primary_address
+                else f"master {heard.address}"
+            )
+            why = f"{who} resigned (priority 0) {_fmt(now - heard.at)} ago"
         else:
             age = now - heard.at
             deadline = max(heard.at + mdi, earliest)
@@ -489,7 +504,11 @@ class VrrpInstance:
                 f"preempting {lower.address}: our priority {self._priority} > its {lower.priority}"
             )
         elif heard is not None and heard.priority == 0:
-            reason = f"priority 0 from {heard.address}"
+            reason = (
+                "priority 0 from this node's previous run"
+                if heard.address == self._config.primary_address
+                else f"priority 0 from {heard.address}"
+            )
         else:
             since = heard.at if heard is not None else self._created_at
             reason = f"master down: no advert for {_fmt(now - since)}"

@@ -616,3 +616,30 @@ def test_master_missing_is_false_while_we_are_master() -> None:
     instance.handle(Tick(), instance.next_deadline() or 0.0)
     assert instance.state is State.MASTER
     assert not instance.master_missing(100.0)
+
+
+def test_resuming_after_our_own_resign_takes_over_after_skew_time() -> None:
+    # A restarted daemon whose previous run resigned 0.3 s ago: no Master_Down_Interval wait.
+    instance = VrrpInstance(make_config(2, 254), 10.0)
+    instance.resume_after_resign(9.7)
+    assert instance.master_missing(10.0)
+    (transition,) = instance.handle(ELIGIBLE, 10.0)
+    assert "this node's previous run resigned (priority 0) 0.30s ago" in transition.reason
+    deadline = instance.next_deadline()
+    assert deadline is not None and deadline - 10.0 < 0.01  # Skew_Time at 254 and 1 s
+    actions = instance.handle(Tick(), deadline)
+    assert AddVip() in actions
+    assert "priority 0 from this node's previous run" in _transitions(actions)[0].reason
+
+
+def test_an_advert_heard_after_resuming_wins_over_the_record() -> None:
+    instance = VrrpInstance(make_config(2, 200), 10.0)
+    instance.resume_after_resign(9.9)
+    instance.handle(heard(254, 1), 10.1)  # another node took over meanwhile
+    instance.handle(ELIGIBLE, 10.2)
+    deadline = instance.next_deadline()
+    assert deadline is not None and deadline >= 10.1 + master_down_interval(200, 1.0)
+
+
+def _transitions(actions: list[Action]) -> list[Transition]:
+    return [a for a in actions if isinstance(a, Transition)]
