@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pgvip.daemon.instance_runner import InstanceRunner
-from pgvip.dataplane.addresses import AddressManager, AddressWatcher, LinkChanged
+from pgvip.dataplane.addresses import AddressManager, AddressWatcher, EventsLost, LinkChanged
 from pgvip.policy.link_gate import LinkState
 
 RECONCILE_INTERVAL = 2.0
@@ -89,12 +89,7 @@ class Reconciler:
         """Reconcile at once when the kernel reports a link or address change; tell the
         instances when the VRRP interface goes down or comes back."""
         ifname = self._addresses.ifname
-        initial = watcher.link_state(ifname)
-        self._link_changed(
-            LinkState(up=initial[0], carrier=initial[1])
-            if initial is not None
-            else LinkState(up=False, carrier=False, present=False)
-        )
+        self._link_changed(self._dumped_link(watcher))
         async for change in watcher:
             if isinstance(change, LinkChanged) and change.ifname == ifname:
                 if change.removed:
@@ -102,7 +97,17 @@ class Reconciler:
                 self._link_changed(
                     LinkState(up=change.up, carrier=change.carrier, present=not change.removed)
                 )
+            elif isinstance(change, EventsLost):
+                # The watcher re-subscribed and dumped the links again: a change may be lost.
+                self._addresses.invalidate()
+                self._link_changed(self._dumped_link(watcher))
             self.poke()
+
+    def _dumped_link(self, watcher: AddressWatcher) -> LinkState:
+        state = watcher.link_state(self._addresses.ifname)
+        if state is None:
+            return LinkState(up=False, carrier=False, present=False)
+        return LinkState(up=state[0], carrier=state[1])
 
     def _link_changed(self, link: LinkState) -> None:
         ifname = self._addresses.ifname

@@ -303,9 +303,10 @@ class Engine:
 
     @staticmethod
     def _fast_polling(cfg: Config, runner: InstanceRunner) -> FastPolling:
-        instance = runner.instance
+        instance, gate = runner.instance, runner.link_gate
         return FastPolling(
-            urgent=lambda: instance.master_missing(time.monotonic()),
+            # Not while our own link is down: no answer could make us take the VIP then.
+            urgent=lambda: gate.link_usable and instance.master_missing(time.monotonic()),
             interval=cfg.patroni.fast_poll_interval,
             window=cfg.patroni.fast_poll_window,
         )

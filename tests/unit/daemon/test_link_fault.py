@@ -16,7 +16,7 @@ from typing import Any
 from pgvip.daemon.instance_runner import AnnounceSettings, InstanceRunner
 from pgvip.daemon.notify import Notifier
 from pgvip.daemon.reconciler import Reconciler
-from pgvip.dataplane.addresses import LinkChanged
+from pgvip.dataplane.addresses import EventsLost, LinkChanged
 from pgvip.status.metrics import Metrics
 from pgvip.vrrp.events import EligibilityChanged
 from pgvip.vrrp.instance import InstanceConfig, State, VrrpInstance
@@ -65,9 +65,10 @@ class FakeKernel:
 class FakeWatcher:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.dumped: tuple[bool, bool] | None = (True, True)  # what a link dump shows
 
     def link_state(self, ifname: str) -> tuple[bool, bool] | None:
-        return (True, True)
+        return self.dumped
 
     def __aiter__(self) -> FakeWatcher:
         return self
@@ -195,3 +196,15 @@ async def test_an_ipv4_vip_is_removed_when_the_carrier_goes() -> None:
         await rig.until("FAULT", lambda: rig.runner.instance.state is State.FAULT)
         await rig.until("VIP removed", lambda: rig.kernel.addrs == set())
         assert rig.runner.eligibility_reason == "interface eth0 has no carrier"
+
+
+async def test_lost_notifications_resync_the_link_state() -> None:
+    async with Rig().running() as rig:
+        rig.runner.feed(LEADER)
+        await rig.until("MASTER", lambda: rig.runner.instance.state is State.MASTER)
+        # The link went down while the notification socket overran: only the re-dump says so.
+        rig.kernel.link_down()
+        rig.watcher.dumped = (False, False)
+        rig.watcher.queue.put_nowait(EventsLost("notification socket error: No buffer space"))
+        await rig.until("FAULT", lambda: rig.runner.instance.state is State.FAULT)
+        assert rig.runner.eligibility_reason == "interface eth0 is down"
