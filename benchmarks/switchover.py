@@ -14,6 +14,7 @@ from benchmarks.contenders import Contender, ContenderError, Endpoint
 from benchmarks.recorder import ChangePoller, ClientRun
 from pgvip.lab import processes
 from pgvip.lab.cluster import LEADER_ROLES, Lab, LabError
+from pgvip.lab.demo import new_leader_within
 from pgvip.lab.layout import SUPERUSER, SUPERUSER_PASSWORD
 from pgvip.lab.sampler import VipSampler
 
@@ -105,13 +106,10 @@ def wait_rw_ready(lab: Lab, contender: Contender, timeout: float = READY_TIMEOUT
 
 
 def wait_leader_change(lab: Lab, old: str, timeout: float = FAILOVER_TIMEOUT) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        leader = lab.leader()
-        if leader is not None and leader != old:
-            return leader
-        time.sleep(0.1)
-    raise ScenarioError(f"no new leader within {timeout:.0f} s after losing {old}")
+    leader = new_leader_within(lab, old, timeout, poll=0.1)
+    if leader is None:
+        raise ScenarioError(f"no new leader within {timeout:.0f} s after losing {old}")
+    return leader
 
 
 def next_candidate(nodes: Sequence[str], leader: str, streaming: Sequence[str]) -> str:

@@ -105,6 +105,15 @@ def vip_holders(lab: Lab, vip: ipaddress.IPv4Address) -> list[str]:
     return held
 
 
+def require_released(lab: Lab, name: str) -> None:
+    """After a VIP contender was stopped with SIGTERM, no node may still hold the RW VIP."""
+    left = vip_holders(lab, lab.layout.rw_vip)
+    if left:
+        raise ContenderError(
+            f"{name}: {lab.layout.rw_vip} still on {', '.join(left)} after SIGTERM"
+        )
+
+
 def holder_problem(lab: Lab, vip: ipaddress.IPv4Address, leader: str) -> str | None:
     holders = vip_holders(lab, vip)
     if holders == [leader]:

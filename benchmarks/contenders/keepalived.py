@@ -19,7 +19,7 @@ from benchmarks.contenders import (
     Description,
     Endpoint,
     holder_problem,
-    vip_holders,
+    require_released,
 )
 from benchmarks.footprint import with_children
 from pgvip.lab.cluster import Lab
@@ -151,11 +151,7 @@ class KeepalivedContender(Contender):
     def stop(self, lab: Lab) -> None:
         for node in lab.layout.node_names():
             labext.stop(lab, node, self.name)
-        left = vip_holders(lab, lab.layout.rw_vip)
-        if left:
-            raise ContenderError(
-                f"{self.name}: {lab.layout.rw_vip} still on {', '.join(left)} after SIGTERM"
-            )
+        require_released(lab, self.name)
 
     def rw_endpoint(self, lab: Lab) -> Endpoint:
         return Endpoint(str(lab.layout.rw_vip), PG_PORT)

@@ -14,7 +14,7 @@ from benchmarks.contenders import (
     Description,
     Endpoint,
     holder_problem,
-    vip_holders,
+    require_released,
 )
 from pgvip.lab import render
 from pgvip.lab.cluster import Lab, LabError
@@ -67,11 +67,7 @@ class PgvipContender(Contender):
         finally:
             lab.pgvip = False
             lab.pgvip_overrides = {}
-        left = vip_holders(lab, lab.layout.rw_vip)
-        if left:
-            raise ContenderError(
-                f"{self.name}: {lab.layout.rw_vip} still on {', '.join(left)} after SIGTERM"
-            )
+        require_released(lab, self.name)
 
     def rw_endpoint(self, lab: Lab) -> Endpoint:
         return Endpoint(str(lab.layout.rw_vip), PG_PORT)

@@ -32,7 +32,6 @@ class Reconciler:
         self.runs = 0
         self.repairs = 0
         self.on_reconciled: list[Callable[[], None]] = []
-        self._link_usable = True  # what the runners start with
 
     def poke(self) -> None:
         self._wake.set()
@@ -111,7 +110,9 @@ class Reconciler:
 
     def _link_changed(self, link: LinkState) -> None:
         ifname = self._addresses.ifname
-        if link.usable != self._link_usable:
+        # Every runner's gate has seen the same link states: the first one speaks for all.
+        was_usable = self._runners[0].link_gate.link_usable if self._runners else True
+        if link.usable != was_usable:
             if link.usable:
                 self._log.info("interface usable again", interface=ifname)
             else:
@@ -120,6 +121,5 @@ class Reconciler:
                     interface=ifname,
                     why=link.describe(ifname),
                 )
-            self._link_usable = link.usable
         for runner in self._runners:
             runner.link_changed(link)

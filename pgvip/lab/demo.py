@@ -311,14 +311,23 @@ def _replicas(lab: LabLike, leader: str | None) -> list[str]:
     ]
 
 
-def _wait_leader_change(lab: LabLike, old: str, timeout: float) -> str:
+def new_leader_within(lab: LabLike, old: str, timeout: float, poll: float = 0.25) -> str | None:
+    """The first leader other than `old` that Patroni names within `timeout`, else None.
+    Also used by the benchmarks (benchmarks/switchover.py)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         leader = lab.leader()
         if leader is not None and leader != old:
             return leader
-        time.sleep(0.25)
-    raise DemoError(f"no new leader within {timeout:.0f} s after losing {old}")
+        time.sleep(poll)
+    return None
+
+
+def _wait_leader_change(lab: LabLike, old: str, timeout: float) -> str:
+    leader = new_leader_within(lab, old, timeout)
+    if leader is None:
+        raise DemoError(f"no new leader within {timeout:.0f} s after losing {old}")
+    return leader
 
 
 def _scenario_switchover(lab: LabLike, tl: _Timeline, result: ScenarioResult) -> None:

@@ -222,19 +222,24 @@ def delete_unreachable_route(subnet: ipaddress.IPv4Network) -> None:
         run([IP, "route", "del", "unreachable", str(subnet)])
 
 
+def route_network(route: Mapping[str, object]) -> ipaddress.IPv4Network | None:
+    """The IPv4 destination of a route from `ip -j route`; None for default or non-IPv4."""
+    dst = str(route.get("dst", ""))
+    if dst in ("", "default"):
+        return None
+    try:
+        return ipaddress.IPv4Network(dst, strict=False)
+    except ValueError:
+        return None
+
+
 def routes_to(subnet: ipaddress.IPv4Network) -> list[str]:
     """Root-namespace routes (main table) whose destination is exactly the subnet or inside it."""
     found = []
     for route in root_routes():
-        dst = str(route.get("dst", ""))
-        if dst in ("", "default"):
-            continue
-        try:
-            net = ipaddress.IPv4Network(dst, strict=False)
-        except ValueError:
-            continue
-        if net.subnet_of(subnet):
-            found.append(f"{route.get('type', 'unicast')} {dst}")
+        net = route_network(route)
+        if net is not None and net.subnet_of(subnet):
+            found.append(f"{route.get('type', 'unicast')} {route.get('dst')}")
     return found
 
 

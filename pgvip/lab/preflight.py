@@ -90,19 +90,13 @@ def subnet_conflicts(
         if iface.network.overlaps(subnet):
             found.append(f"address {iface} on {ifname}")
     for route in routes:
-        dst = str(route.get("dst", ""))
-        if dst in ("", "default"):
-            continue
-        try:
-            net = ipaddress.IPv4Network(dst, strict=False)
-        except ValueError:
-            continue
-        if net.prefixlen == 0 or not net.overlaps(subnet):
+        net = netns.route_network(route)
+        if net is None or net.prefixlen == 0 or not net.overlaps(subnet):
             continue
         kind = str(route.get("type", "unicast"))
         where = f" dev {route['dev']}" if route.get("dev") else ""
         table = f" table {route['table']}" if route.get("table") else ""
-        found.append(f"route {kind} {dst}{where}{table}")
+        found.append(f"route {kind} {route.get('dst')}{where}{table}")
     # The same /8 shows up as an address and as its local/broadcast routes; say it once.
     return list(dict.fromkeys(found))
 
