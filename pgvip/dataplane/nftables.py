@@ -8,13 +8,21 @@ nft (optionally through `ip netns exec`) and sets the forwarding sysctls a direc
 Table layout, for VIP V and port P:
 
 * `prerouting` (nat, dstnat) and `output` (nat, -100, for clients on the director itself):
-  `ip daddr V tcp dport P dnat ip to numgen inc mod N map { 0 : addr . port, ... }`. Weights
-  become slots (wrr; interleaved so a heavy backend does not get its slots in one burst).
+  `ip daddr V tcp dport P tcp flags syn / fin,syn,rst,ack dnat ip to numgen inc mod N map
+  { 0 : addr . port, ... }`. Weights become slots (wrr; interleaved so a heavy backend does
+  not get its slots in one burst).
 * `postrouting` (nat, srcnat): masquerade connections that we DNATed from V:P, so replies
   come back through the director (one-armed director, backends keep their default route).
-* `input` (filter): `ip daddr V tcp dport P reject with tcp reset`. Only traffic that was NOT
-  DNATed reaches it, i.e. when no backend is left: the client gets a reset at once instead of
-  silently reaching the director's own PostgreSQL (which may be the primary).
+* `input` (filter): `ip daddr V tcp dport P tcp flags syn / fin,syn,rst,ack reject with tcp
+  reset`. Only traffic that was NOT DNATed reaches it, i.e. when no backend is left: the client
+  gets a reset at once instead of silently reaching the director's own PostgreSQL (which may be
+  the primary).
+* Every rule that matches V:P matches connection attempts (a bare SYN) only. The VIP is up
+  before the first apply (the director warms up its probes first), so the director's own
+  PostgreSQL may accept a connection in that gap. Until a nat table exists the namespace may not
+  track connections at all; once it does, conntrack picks that connection's next packet up as
+  NEW, and a rule matching any packet would DNAT it elsewhere or reset it. A SYN-only rule lets
+  it through with a null NAT binding.
 
 What nftables cannot express is normalised away, and `actual()` returns that normal form:
 weight-0 backends get no slot (new connections avoid them, established ones keep their
@@ -48,6 +56,7 @@ from pgvip.dataplane.loadbalancer import (
 )
 
 __all__ = [
+    "CONNECTION_ATTEMPT",
     "NftablesLoadBalancer",
     "apply_sysctls",
     "build_document",
@@ -152,6 +161,7 @@ def build_document(desired: VirtualService | None) -> Json:
     to_vip = [
         _match({"payload": {"protocol": fam, "field": "daddr"}}, vip),
         _match({"payload": {"protocol": "tcp", "field": "dport"}}, vs.port),
+        CONNECTION_ATTEMPT,
     ]
     if vs.backends:
         order = slots(vs.backends)
@@ -188,6 +198,13 @@ def build_document(desired: VirtualService | None) -> Json:
 
 def _match(left: Json, right: object, op: str = "==") -> Json:
     return {"match": {"op": op, "left": left, "right": right}}
+
+
+# `tcp flags syn / fin,syn,rst,ack` (a connection attempt), as nft -j both reads and prints it.
+CONNECTION_ATTEMPT: Json = _match(
+    {"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, ["fin", "syn", "rst", "ack"]]},
+    "syn",
+)
 
 
 # -- reading the table back (pure) -----------------------------------------------
@@ -296,6 +313,8 @@ def _vip_port(expr: list[Json], fam: str, where: str, tail: str) -> tuple[IPAddr
             port = m["right"]
     if vip is None or port is None or not expr or tail not in expr[-1]:
         raise LoadBalancerError(f"{where}: expected '{fam} daddr VIP tcp dport PORT {tail}'")
+    if CONNECTION_ATTEMPT not in expr:  # e.g. an older pgvip's table: replaced on the next apply
+        raise LoadBalancerError(f"{where}: the {tail} rule is not limited to a bare SYN")
     return vip, port
 
 

@@ -52,6 +52,8 @@ def ro_nodes(lab: Lab, count: int) -> collections.Counter[str]:
     failures = count - sum(served.values())
     if failures:
         served["error"] = failures
+        # Why they failed, for the assertion message: psql's first error lines.
+        served.update(f"psql: {line.strip()[:120]}" for line in proc.stderr.splitlines()[:3])
     return served
 
 

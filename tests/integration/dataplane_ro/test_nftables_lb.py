@@ -3,7 +3,10 @@ atomic replacement, and the DR real-server setup (which needs no IPVS)."""
 
 from __future__ import annotations
 
+import functools
 import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from ipaddress import IPv4Address, IPv4Interface
@@ -149,3 +152,69 @@ async def test_dr_real_server_setup(ro_lab: RoLab) -> None:
     assert await teardown_real_server(vip, netns=ns) is False
     async with AddressManager("lo", ns) as lo:
         assert await lo.owned() == set()
+
+
+# A server on the director itself that echoes each line back, and a client that opens ONE
+# connection, says "open", then echoes a line through it each time it reads one on stdin.
+ECHO_SERVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(8)
+print("ready", flush=True)
+conn, _ = s.accept()
+while data := conn.recv(64):
+    conn.sendall(data)
+"""
+HOLDING_CLIENT = """
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+print("open", flush=True)
+for line in sys.stdin:
+    try:
+        c.sendall(line.encode())
+        print(c.recv(64).decode().strip() or "closed", flush=True)
+    except OSError as exc:
+        print(f"error:{type(exc).__name__}", flush=True)
+"""
+
+
+async def test_a_connection_the_director_accepted_before_the_table_survives_it(
+    ro_lab: RoLab, lb: NftablesLoadBalancer
+) -> None:
+    """The VIP is up before the first apply (the director warms up its probes), so the
+    director's own PostgreSQL may accept a connection in that gap. The table arriving must not
+    reset it: the input guard refuses only NEW connections (a CI failure, 2026-11-26)."""
+    spawn = functools.partial(
+        subprocess.Popen, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    server = spawn(["ip", "netns", "exec", ro_lab.ns("dir"), sys.executable, "-c", ECHO_SERVER,
+                    str(PORT)])  # fmt: skip
+    client = None
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        client = spawn(["ip", "netns", "exec", ro_lab.ns("cli"), sys.executable, "-c",
+                        HOLDING_CLIENT, str(VIP4), str(PORT)])  # fmt: skip
+        assert client.stdin is not None and client.stdout is not None
+        assert client.stdout.readline().strip() == "open"
+
+        def echo(word: str) -> str:
+            assert client is not None and client.stdin is not None and client.stdout is not None
+            client.stdin.write(word + "\n")
+            client.stdin.flush()
+            return client.stdout.readline().strip()
+
+        assert echo("before") == "before"
+        await lb.apply(service(ro_lab, ("b1", 1), ("b2", 1)))
+        assert echo("with-backends") == "with-backends"
+        await lb.apply(service(ro_lab))  # no backend: the guard is the only rule left
+        assert echo("no-backend") == "no-backend"
+        # ...while new connections are still balanced away from the director, or refused.
+        seen = ro_lab.connect("cli", VIP4, 2)
+        assert all(k.startswith("error:ConnectionRefusedError") for k in seen), seen
+    finally:
+        for proc in (client, server):
+            if proc is not None:
+                proc.kill()  # by PID: our own children
+                proc.communicate(timeout=10)

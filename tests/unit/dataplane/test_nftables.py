@@ -15,6 +15,7 @@ import pytest
 
 from pgvip.dataplane.loadbalancer import LoadBalancer, LoadBalancerError, RealServer, VirtualService
 from pgvip.dataplane.nftables import (
+    CONNECTION_ATTEMPT,
     MAX_SLOTS,
     NftablesLoadBalancer,
     apply_sysctls,
@@ -66,6 +67,8 @@ GOLDEN_WRR = (
    "right": "10.20.30.49"}},
   {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
    "right": 5432}},
+  {"match": {"op": "==", "left": {"&": [{"payload": {"protocol": "tcp", "field": "flags"}},
+   ["fin", "syn", "rst", "ack"]]}, "right": "syn"}},
   {"dnat": {"family": "ip", "addr": {"map": {
     "key": {"numgen": {"mode": "inc", "mod": 3, "offset": 0}},
     "data": {"set": [[0, {"concat": ["10.20.30.52", 5432]}],
@@ -76,6 +79,8 @@ GOLDEN_WRR = (
    "right": "10.20.30.49"}},
   {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
    "right": 5432}},
+  {"match": {"op": "==", "left": {"&": [{"payload": {"protocol": "tcp", "field": "flags"}},
+   ["fin", "syn", "rst", "ack"]]}, "right": "syn"}},
   {"dnat": {"family": "ip", "addr": {"map": {
     "key": {"numgen": {"mode": "inc", "mod": 3, "offset": 0}},
     "data": {"set": [[0, {"concat": ["10.20.30.52", 5432]}],
@@ -95,6 +100,8 @@ GOLDEN_WRR = (
    "right": "10.20.30.49"}},
   {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
    "right": 5432}},
+  {"match": {"op": "==", "left": {"&": [{"payload": {"protocol": "tcp", "field": "flags"}},
+   ["fin", "syn", "rst", "ack"]]}, "right": "syn"}},
   {"reject": {"type": "tcp reset"}}]}}}
 """
 )
@@ -116,6 +123,8 @@ LISTING = """
    "right": "10.20.30.49"}},
   {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
    "right": 5432}},
+  {"match": {"op": "==", "left": {"&": [{"payload": {"protocol": "tcp", "field": "flags"}},
+   ["fin", "syn", "rst", "ack"]]}, "right": "syn"}},
   {"dnat": {"family": "ip", "addr": {"map": {"key": {"numgen": {"mode": "inc", "mod": 3,
    "offset": 0}}, "data": {"set": [[0, {"concat": ["10.20.30.52", 5432]}],
    [1, {"concat": ["10.20.30.53", 5433]}], [2, {"concat": ["10.20.30.52", 5432]}]]}}}}}]}},
@@ -124,6 +133,8 @@ LISTING = """
    "right": "10.20.30.49"}},
   {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
    "right": 5432}},
+  {"match": {"op": "==", "left": {"&": [{"payload": {"protocol": "tcp", "field": "flags"}},
+   ["fin", "syn", "rst", "ack"]]}, "right": "syn"}},
   {"dnat": {"family": "ip", "addr": {"map": {"key": {"numgen": {"mode": "inc", "mod": 3,
    "offset": 0}}, "data": {"set": [[0, {"concat": ["10.20.30.52", 5432]}],
    [1, {"concat": ["10.20.30.53", 5433]}], [2, {"concat": ["10.20.30.52", 5432]}]]}}}}}]}},
@@ -141,6 +152,8 @@ LISTING = """
    "right": "10.20.30.49"}},
   {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
    "right": 5432}},
+  {"match": {"op": "==", "left": {"&": [{"payload": {"protocol": "tcp", "field": "flags"}},
+   ["fin", "syn", "rst", "ack"]]}, "right": "syn"}},
   {"reject": {"type": "tcp reset"}}]}}
 """
 
@@ -165,8 +178,8 @@ def test_ipv6_document_uses_the_ip6_family_everywhere() -> None:
     assert {r["family"] for r in rules} == {"ip6"}
     pre = rules[0]["expr"]
     assert pre[0]["match"]["left"] == {"payload": {"protocol": "ip6", "field": "daddr"}}
-    assert pre[2]["dnat"]["family"] == "ip6"
-    assert pre[2]["dnat"]["addr"]["map"]["data"]["set"] == [
+    assert pre[-1]["dnat"]["family"] == "ip6"
+    assert pre[-1]["dnat"]["addr"]["map"]["data"]["set"] == [
         [0, {"concat": ["fd00::2", 5432]}],
         [1, {"concat": ["fd00::3", 5432]}],
     ]
@@ -228,16 +241,20 @@ def _damaged(edit: str) -> dict[str, Any]:
         items[:] = [i for i in items if i.get("rule", {}).get("chain") != "postrouting"]
     elif edit == "output differs":
         rule = next(i["rule"] for i in items if i.get("rule", {}).get("chain") == "output")
-        rule["expr"][2]["dnat"]["addr"]["map"]["data"]["set"][2][1]["concat"][0] = "10.9.9.9"
+        rule["expr"][-1]["dnat"]["addr"]["map"]["data"]["set"][2][1]["concat"][0] = "10.9.9.9"
     elif edit == "extra rule":
         rule = next(i for i in items if i.get("rule", {}).get("chain") == "prerouting")
         items.append(copy.deepcopy(rule))
     elif edit == "hole in map":
         for i in items:
             if i.get("rule", {}).get("chain") in ("prerouting", "output"):
-                i["rule"]["expr"][2]["dnat"]["addr"]["map"]["data"]["set"].pop(1)
+                i["rule"]["expr"][-1]["dnat"]["addr"]["map"]["data"]["set"].pop(1)
     elif edit == "foreign chain":
         items.append({"chain": {"family": "ip", "table": "pgvip", "name": "mine"}})
+    elif edit in ("guard for every packet", "dnat for every packet"):  # pgvip before 0.1.1
+        chain = "input" if edit.startswith("guard") else "output"
+        rule = next(i["rule"] for i in items if i.get("rule", {}).get("chain") == chain)
+        rule["expr"] = [e for e in rule["expr"] if e != CONNECTION_ATTEMPT]
     elif edit == "wrong hook":
         chain = next(i["chain"] for i in items if i.get("chain", {}).get("name") == "input")
         chain["hook"] = "forward"
@@ -254,6 +271,8 @@ def _damaged(edit: str) -> dict[str, Any]:
         ("hole in map", "dnat map keys are not 0..2"),
         ("foreign chain", "unexpected chain(s) mine"),
         ("wrong hook", "chain input is filter/forward/0, expected filter/input/0"),
+        ("guard for every packet", "the reject rule is not limited to a bare SYN"),
+        ("dnat for every packet", "the dnat rule is not limited to a bare SYN"),
     ],
 )
 def test_readback_rejects_a_table_that_is_not_ours(edit: str, message: str) -> None:
