@@ -2,7 +2,10 @@
 as `pgvip lab up`, and a per-test reset so tests that break it stay independent.
 
 Environment: PGVIP_TEST_PREFIX (default pgvt), PGVIP_TEST_SUBNET (default 10.20.31.0/24),
-pgvip runs on the nodes unless PGVIP_TEST_PGVIP=0 (or PGVIP_TEST_NO_PGVIP=1).
+pgvip runs on the nodes unless PGVIP_TEST_PGVIP=0 (or PGVIP_TEST_NO_PGVIP=1). Two more labs
+have their own pairs: PGVIP_TEST_DOWN_PREFIX/_SUBNET (test_lab.py's second lab, pgvd on
+10.20.32.0/24) and PGVIP_TEST_BENCH_PREFIX/_SUBNET (the benchmark smoke, t-bench on
+10.20.37.0/24). Two test sessions at once need all three pairs set apart.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ def remove_stale_lab(layout: LabLayout) -> None:
         if owner is not None and owner != os.getpid():
             pytest.fail(
                 f"lab {layout.prefix!r} belongs to the running process {owner}; "
-                "give this session its own PGVIP_TEST_PREFIX and PGVIP_TEST_SUBNET"
+                "give this session its own PGVIP_TEST_PREFIX and PGVIP_TEST_SUBNET "
+                "(and the DOWN and BENCH pairs, see tests/integration/conftest.py)"
             )
         stale.down()
         return

@@ -20,8 +20,8 @@ from benchmarks.contenders.keepalived import render_config as keepalived_config
 from benchmarks.ro_throughput import ThroughputError, balance_ratio, parse_tps, split_clients
 from benchmarks.stats import StatsError, percentile, summarize
 
-SMOKE_PREFIX = "t-bench"
-SMOKE_SUBNET = "10.20.37.0/24"
+SMOKE_PREFIX = os.environ.get("PGVIP_TEST_BENCH_PREFIX", "t-bench")
+SMOKE_SUBNET = os.environ.get("PGVIP_TEST_BENCH_SUBNET", "10.20.37.0/24")
 
 
 def _samples(pattern: str, *, start: float = 100.0, step: float = 0.02) -> list[dict[str, Any]]:
