@@ -47,7 +47,7 @@ def test_probe_writes_reads_and_follows_the_leader(lab_ready: Lab) -> None:
         assert line["ro_node"] == replica
         assert line["leader"] == leader and line["leader_ok"] is True, line
     gaps = [b["t"] - a["t"] for a, b in zip(lines, lines[1:], strict=False)]
-    assert all(0.05 < g < 0.3 for g in gaps), gaps
+    assert all(0.05 < g < 1.0 for g in gaps), gaps  # 0.1 s apart; slack for a loaded box
     # The rows really went in, on the leader.
     count = lab_ready.run(
         leader,

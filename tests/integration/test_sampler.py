@@ -105,7 +105,7 @@ def test_timeline_and_double_holder(lab: LabLayout) -> None:
     (event,) = sampler.double_holder_events()
     assert event.nodes == ("p1", "p2")
     assert event.end is not None
-    assert 0.2 < event.end - event.start < 0.6
+    assert 0.2 < event.end - event.start < 1.5  # 0.3 s, plus an `ip` start on a loaded box
     assert sampler.max_holders(lab.ro_vip) == 0
     times = [c.t for c in sampler.timeline()]
     assert times == sorted(times)

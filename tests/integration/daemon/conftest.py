@@ -67,6 +67,13 @@ class Node:
     def transitions(self) -> list[tuple[str, str]]:
         return [(e["from"], e["to"]) for e in self.log_lines() if e.get("event") == "transition"]
 
+    def wait_log(
+        self, predicate: Callable[[dict[str, Any]], bool], what: str, timeout: float = 3.0
+    ) -> None:
+        """Wait for a log line: the daemon changes the address first and logs it after,
+        so a line may trail what `wait_holder` saw by a moment."""
+        wait_for(lambda: any(predicate(e) for e in self.log_lines()), timeout=timeout, what=what)
+
 
 def render_config(node: Node, priority: int, **overrides: Any) -> str:
     vrrp = {"interface": "eth0", "advert_int": 20, **overrides.pop("vrrp", {})}

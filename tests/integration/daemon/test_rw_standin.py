@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,11 @@ from tests.integration.daemon.conftest import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+def _takeover_on_priority_zero(line: dict[str, Any]) -> bool:
+    reason = line.get("reason", "")
+    return line.get("event") == "transition" and ("priority 0" in reason or "resigned" in reason)
 
 
 def test_vip_goes_to_the_primary_only(dlab: DaemonLab) -> None:
@@ -51,8 +57,7 @@ def test_switchover_moves_vip_fast_and_never_to_two_hosts(dlab: DaemonLab) -> No
             assert took < 1.5, f"VIP took {took:.2f}s to follow the primary"
     assert sampler.samples > 20
     assert sampler.max_holders == 1, f"two holders at once: {sampler.double[:3]}"
-    reasons = [e.get("reason", "") for e in b.log_lines() if e.get("event") == "transition"]
-    assert any("priority 0" in r or "resigned" in r for r in reasons), reasons
+    b.wait_log(_takeover_on_priority_zero, "b's takeover on a's priority-0 advert")
 
 
 def test_sigterm_releases_at_once_and_a_peer_takes_over(dlab: DaemonLab) -> None:
@@ -83,7 +88,7 @@ def test_vip_deleted_by_hand_comes_back(dlab: DaemonLab) -> None:
     dlab.net.ip("a", "addr", "del", f"{VIP}/24", "dev", "eth0")
     took = wait_holder(dlab, ["a"], timeout=5)
     assert took < 2.5  # the netlink watcher reacts at once; the periodic pass within 2 s
-    assert any("reconcile" in e.get("event", "") for e in dlab.nodes["a"].log_lines())
+    dlab.nodes["a"].wait_log(lambda e: "reconcile" in e.get("event", ""), "a reconcile line")
 
 
 def test_vip_added_by_hand_on_a_backup_is_removed(dlab: DaemonLab) -> None:
@@ -104,8 +109,13 @@ def test_patroni_unreachable_releases_after_fall(dlab: DaemonLab) -> None:
     # fall 3 polls of 0.1 s, each failing at once (connection refused)
     took = wait_holder(dlab, [], timeout=5)
     assert took < 2.0
-    events = [e.get("event") for e in a.log_lines()]
-    assert events.count("cannot ask Patroni") == 1, "a repeated error must be logged once"
+    time.sleep(0.5)  # about five more refused polls while in FAULT
+    causes = [e["cause"] for e in a.log_lines() if e.get("event") == "cannot ask Patroni"]
+    # A poll already on a kept-alive connection when Patroni died may fail first as
+    # "disconnected"; that is a different error and gets its own line.
+    assert causes in (["refused"], ["disconnected", "refused"]), (
+        f"a repeated error must be logged once: {causes}"
+    )
 
 
 def test_failsafe_keeps_the_vip_while_patroni_is_unreachable(dlab: DaemonLab) -> None:
@@ -243,8 +253,7 @@ def test_unicast_peers(dlab: DaemonLab) -> None:
         took = wait_holder(dlab, ["b"], timeout=5)
     assert took < 1.5
     assert sampler.max_holders <= 1
-    reasons = [e.get("reason", "") for e in b.log_lines() if e.get("event") == "transition"]
-    assert any("priority 0" in r or "resigned" in r for r in reasons), reasons
+    b.wait_log(_takeover_on_priority_zero, "b's takeover on a's priority-0 advert")
 
 
 def test_ipv6_rw_vip(dlab: DaemonLab) -> None:
