@@ -7,6 +7,10 @@ import sys
 from typing import Any
 
 import structlog
+from structlog.typing import FilteringBoundLogger
+
+# The logger every pgvip component takes: structlog's bound logger with level filtering.
+Logger = FilteringBoundLogger
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -59,5 +63,6 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
     )
 
 
-def get_logger(**bind: Any) -> Any:
-    return structlog.get_logger("pgvip").bind(**bind)
+def get_logger(**bind: Any) -> Logger:
+    logger: Logger = structlog.get_logger("pgvip").bind(**bind)
+    return logger

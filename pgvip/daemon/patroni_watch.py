@@ -12,7 +12,7 @@ from typing import Any
 from pgvip.daemon.cadence import Cadence
 from pgvip.daemon.poll_log import PollLog
 from pgvip.patroni.client import PatroniClient
-from pgvip.patroni.verdict import Observation, PatroniError
+from pgvip.patroni.verdict import Observation, PatroniError, PatroniStatus
 from pgvip.policy.eligibility import EligibilityPolicy
 from pgvip.vrrp.events import EligibilityChanged
 
@@ -65,7 +65,7 @@ class PatroniWatch:
         self.instance = instance
         self.status_at: float | None = None  # when /patroni last answered
         self.last: Observation | None = None
-        self.status: Any = None  # the last PatroniStatus read from /patroni
+        self.status: PatroniStatus | None = None  # the last answer of /patroni
         self.failsafe_active: bool | None = None
         self._poll_log = PollLog(log, prefix="", definite=("ok", "http_503"))
         self.polls = 0

@@ -20,8 +20,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pgvip.log import Logger
+    from pgvip.vrrp.instance import VrrpInstance
 
 DEFAULT_DIR = Path("/run/pgvip")
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
@@ -90,3 +96,37 @@ def take(
     if not same or not 0 <= now - at <= max_age:
         return None
     return at
+
+
+def resume(instance: VrrpInstance, source: str, log: Logger) -> None:
+    """If this node's previous run resigned this VRID moments ago, start from that."""
+    directory = record_dir()
+    if directory is None:
+        return
+    now = time.monotonic()
+    at = take(
+        directory, instance.config.vrid, source, now, max_age=instance.master_down_interval
+    )
+    if at is not None:
+        instance.resume_after_resign(at)
+        log.info(
+            "previous run resigned moments ago: taking over after Skew_Time if eligible",
+            instance=instance.config.name,
+            resigned_ago=round(now - at, 3),
+        )
+
+
+def leave(instance: VrrpInstance, source: str, log: Logger) -> None:
+    """Record that this master resigned just now, for the next run."""
+    directory = record_dir()
+    if directory is None:
+        return
+    try:
+        write(directory, instance.config.vrid, source, time.monotonic())
+    except OSError as exc:
+        # Only costs the next run a Master_Down_Interval of listening.
+        log.warning(
+            "cannot leave the resign record for the next run",
+            directory=str(directory),
+            error=str(exc),
+        )

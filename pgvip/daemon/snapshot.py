@@ -1,12 +1,14 @@
 """Builds the `/status` snapshot (schema in pgvip/status and docs/openapi.yaml) from the
-daemon's live objects. Read-only: it never touches the network."""
+engine's live objects and a few facts about the process. Read-only: it never touches the
+network."""
 
 from __future__ import annotations
 
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from pgvip import __version__
 from pgvip.status import (
@@ -20,9 +22,22 @@ from pgvip.status import (
 )
 
 if TYPE_CHECKING:
+    from pgvip.daemon.engine import Engine
     from pgvip.daemon.instance_runner import InstanceRunner
     from pgvip.daemon.patroni_watch import PatroniWatch
-    from pgvip.daemon.service import Daemon
+    from pgvip.daemon.ro_role import RoleWatch
+    from pgvip.status import Instances, RoInfo
+
+    Watch = PatroniWatch | RoleWatch
+
+
+@dataclass(frozen=True)
+class DaemonFacts:
+    """What the snapshot needs from the process itself, beyond the engine."""
+
+    started_at: float  # epoch
+    ready: bool
+    patroni_url: str
 
 
 def _wall(t: float | None) -> float | None:
@@ -32,7 +47,7 @@ def _wall(t: float | None) -> float | None:
     return time.time() - (time.monotonic() - t)
 
 
-def _poll(watch: PatroniWatch | None, endpoint: str) -> PollInfo | None:
+def _poll(watch: Watch | None, endpoint: str) -> PollInfo | None:
     if watch is None or watch.last is None:
         return None
     obs = watch.last
@@ -49,7 +64,7 @@ def _poll(watch: PatroniWatch | None, endpoint: str) -> PollInfo | None:
 
 
 def instance_info(
-    runner: InstanceRunner, interface: str, watch: PatroniWatch | None, endpoint: str
+    runner: InstanceRunner, interface: str, watch: Watch | None, endpoint: str
 ) -> InstanceInfo:
     inst = runner.instance
     master = inst.master_address
@@ -97,33 +112,35 @@ def instance_info(
     }
 
 
-def _patroni(daemon: Daemon) -> PatroniInfo:
-    engine = daemon.engine
-    watch = engine.watches[0] if engine and engine.watches else None
-    status: Any = watch.status if watch else None
+def _patroni(engine: Engine | None, url: str) -> PatroniInfo:
+    """This node's Patroni as the RW watch last read it from `/patroni`."""
+    watch = engine.rw.watch if engine is not None and engine.rw is not None else None
+    status = watch.status if watch is not None else None
+    checked_at = watch.status_at if watch is not None else None
     return {
-        "url": daemon.config.patroni.url,
-        "member": getattr(status, "name", None),
-        "role": getattr(status, "role", None),
-        "state": getattr(status, "state", None),
-        "timeline": getattr(status, "timeline", None),
-        "failsafe_active": getattr(status, "failsafe_mode_is_active", None),
-        "checked_at": _wall(watch.status_at) if watch and watch.status_at is not None else None,
+        "url": url,
+        "member": status.name if status else None,
+        "role": status.role if status else None,
+        "state": status.state if status else None,
+        "timeline": status.timeline if status else None,
+        "failsafe_active": status.failsafe_mode_is_active if status else None,
+        "checked_at": _wall(checked_at),
     }
 
 
-def build_snapshot(daemon: Daemon) -> Snapshot:
-    engine = daemon.engine
+def build_snapshot(engine: Engine | None, facts: DaemonFacts) -> Snapshot:
     instances: dict[str, InstanceInfo] = {}
-    ro: Any = None
+    ro: RoInfo | None = None
     if engine is not None:
         interface = engine.config.vrrp.interface
-        for runner in engine.runners:
-            watch = engine.watch_for(runner.name)
-            endpoint = "/primary" if runner.name == "rw" else "/patroni"
-            instances[runner.name] = instance_info(runner, interface, watch, endpoint)
+        if engine.rw is not None:
+            rw = engine.rw
+            instances["rw"] = instance_info(rw.runner, interface, rw.watch, "/primary")
+        if engine.ro is not None:
+            ro_pipe = engine.ro
+            instances["ro"] = instance_info(ro_pipe.runner, interface, ro_pipe.watch, "/patroni")
         ro = engine.ro_info()
-    patroni = _patroni(daemon)
+    patroni = _patroni(engine, facts.patroni_url)
     return {
         "schema": SNAPSHOT_SCHEMA,
         "now": time.time(),
@@ -131,10 +148,10 @@ def build_snapshot(daemon: Daemon) -> Snapshot:
             "version": __version__,
             "node": patroni["member"] or socket.gethostname(),
             "pid": os.getpid(),
-            "started_at": daemon.started_at,
-            "ready": daemon.ready,
+            "started_at": facts.started_at,
+            "ready": facts.ready,
         },
-        "instances": instances,  # type: ignore[typeddict-item]
+        "instances": cast("Instances", instances),
         "patroni": patroni,
         "ro": ro,
     }

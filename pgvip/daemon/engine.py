@@ -1,0 +1,403 @@
+"""The composition root: builds everything that depends on the config (sockets, VRRP
+instances, Patroni watches, the RO director, the reconciler) and runs it as asyncio tasks.
+
+An engine has one RW pipeline and, with `ro.vip` set, one RO pipeline. Each pipeline names
+its parts, so nothing depends on list order. A reload that changes only hot settings
+retunes the running engine; any other change makes the daemon (service.py) build a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from typing import TYPE_CHECKING
+
+from pgvip.config import Config, PatroniConfig, read_password_file
+from pgvip.daemon import resign_record
+from pgvip.daemon.cadence import Cadence
+from pgvip.daemon.director import Director
+from pgvip.daemon.instance_runner import AnnounceSettings, InstanceRunner
+from pgvip.daemon.notify import Notifier
+from pgvip.daemon.patroni_watch import FastPolling, PatroniWatch
+from pgvip.daemon.reconciler import Reconciler
+from pgvip.daemon.ro_role import RoleWatch
+from pgvip.daemon.vrrp_channel import VrrpChannel, open_channel
+from pgvip.dataplane.addresses import AddressManager, AddressWatcher
+from pgvip.dataplane.announce import Announcer, send_garp, send_unsolicited_na
+from pgvip.dataplane.interfaces import primary_address
+from pgvip.dataplane.loadbalancer import choose_dataplane
+from pgvip.log import Logger
+from pgvip.patroni.client import PatroniClient
+from pgvip.policy.eligibility import EligibilityPolicy
+from pgvip.vrrp.events import PriorityChanged
+from pgvip.vrrp.instance import InstanceConfig, State, VrrpInstance
+
+if TYPE_CHECKING:
+    from pgvip.status import RoInfo
+    from pgvip.status.metrics import Metrics
+
+VipInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPAddress = IPv4Address | IPv6Address
+
+SHUTDOWN_BUDGET = 0.8  # seconds; systemd and the issue ask for exit within 1 s
+
+
+@dataclass(frozen=True)
+class RwPipeline:
+    """The RW VIP: its VRRP instance, made eligible by polling this node's `/primary`."""
+
+    runner: InstanceRunner
+    watch: PatroniWatch
+
+
+@dataclass(frozen=True)
+class RoPipeline:
+    """The RO VIP: its VRRP instance, prioritised by this node's Patroni role (`/patroni`),
+    elects the director, which programs the balancer while it holds the VIP."""
+
+    runner: InstanceRunner
+    watch: RoleWatch
+    director: Director
+
+
+# Settings a running election can take on a reload. Anything else (interface, VIPs, VRIDs,
+# advert interval, unicast peers, the Patroni URL and TLS, the RO VIP) rebuilds the engine.
+_HOT_PATRONI = (
+    "rise",
+    "fall",
+    "grace",
+    "poll_interval",
+    "fast_poll_interval",
+    "fast_poll_window",
+    "failsafe_keep",
+    "failsafe_max",
+)
+
+
+def without_hot_keys(config: Config, base: Config) -> Config:
+    """`config` with every hot-reloadable setting taken from `base`."""
+    patroni = dataclasses.replace(
+        config.patroni, **{k: getattr(base.patroni, k) for k in _HOT_PATRONI}
+    )
+    return dataclasses.replace(
+        config,
+        patroni=patroni,
+        rw=dataclasses.replace(config.rw, priority=base.rw.priority),
+        announce=base.announce,
+        notify=base.notify,
+        log=base.log,
+        status=base.status,
+        path=base.path,
+        warnings=base.warnings,
+    )
+
+
+def _password(cfg: PatroniConfig) -> str | None:
+    if cfg.password_file:
+        return read_password_file(cfg.password_file)
+    return cfg.password
+
+
+def _eligibility_policy(cfg: Config) -> EligibilityPolicy:
+    return EligibilityPolicy(
+        cfg.patroni.rise,
+        cfg.patroni.fall,
+        cfg.patroni.grace,
+        failsafe_keep=cfg.patroni.failsafe_keep,
+        failsafe_max=cfg.patroni.failsafe_max,
+    )
+
+
+def _fast_polling(cfg: Config, runner: InstanceRunner) -> FastPolling:
+    instance, gate = runner.instance, runner.link_gate
+    return FastPolling(
+        # Not while our own link is down: no answer could make us take the VIP then.
+        urgent=lambda: gate.link_usable and instance.master_missing(time.monotonic()),
+        interval=cfg.patroni.fast_poll_interval,
+        window=cfg.patroni.fast_poll_window,
+    )
+
+
+def _announce_settings(cfg: Config) -> AnnounceSettings:
+    a = cfg.announce
+    return AnnounceSettings(a.garp_count, a.garp_interval, a.garp_refresh)
+
+
+class Engine:
+    """Everything that depends on the config. `rw` is set once `start()` has built it, `ro`
+    too when the config has an RO VIP; a failed start leaves what it built for `stop()`."""
+
+    def __init__(self, config: Config, log: Logger, metrics: Metrics) -> None:
+        self.config = config
+        self.log = log
+        self.metrics = metrics
+        self.rw: RwPipeline | None = None
+        self.ro: RoPipeline | None = None
+        self.reconciler: Reconciler | None = None
+        self._runners: list[InstanceRunner] = []  # shared with the reconciler
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stack = contextlib.AsyncExitStack()
+        self._channel: VrrpChannel | None = None
+        self._notifier: Notifier | None = None
+        self._announce = _announce_settings(config)
+        self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    @property
+    def runners(self) -> tuple[InstanceRunner, ...]:
+        """The VRRP instances, RW first."""
+        return tuple(self._runners)
+
+    async def start(self) -> None:
+        cfg = self.config
+        ifname = cfg.vrrp.interface
+        rw_vip = cfg.rw.vip
+        vips = [rw_vip] if cfg.ro.vip is None else [rw_vip, cfg.ro.vip]
+        self.source: IPAddress = cfg.vrrp.unicast_src or await primary_address(
+            ifname, rw_vip.version, exclude=[v.ip for v in vips]
+        )
+        self.addresses = await self._stack.enter_async_context(AddressManager(ifname))
+        for vip in await self.addresses.owned():
+            # keepalived does the same ("removing protocol VIPs"): a VIP left by a
+            # crashed run must not be held before this run has won an election.
+            await self.addresses.remove(vip)
+            self.log.warning("removed a VIP left by an earlier run", vip=str(vip), interface=ifname)
+        self._channel = await open_channel(
+            ifname, self.source, tuple(cfg.vrrp.unicast_peers), self.log, self.metrics
+        )
+        self._stack.callback(self._channel.close)
+        self._notifier = Notifier(cfg.notify.command, cfg.notify.timeout, self.log)
+        self.client = await self._stack.enter_async_context(
+            PatroniClient(
+                cfg.patroni.url,
+                timeout=cfg.patroni.timeout,
+                ca_file=cfg.patroni.ca_file,
+                cert_file=cfg.patroni.cert_file,
+                key_file=cfg.patroni.key_file,
+                username=cfg.patroni.username,
+                password=_password(cfg.patroni),
+            )
+        )
+        self.rw = rw = self._build_rw(rw_vip)
+        if cfg.ro.vip is not None:
+            self.ro = self._build_ro(cfg.ro.vip)
+        self.reconciler = Reconciler(self._runners, self.addresses, log=self.log)
+        watcher = await self._stack.enter_async_context(AddressWatcher())
+
+        self._spawn(self._channel.serve(), "vrrp-rx")
+        for runner in self._runners:
+            self._spawn(runner.run(), f"vrrp-{runner.name}")
+        self._spawn(rw.watch.run(), "patroni-watch-rw")
+        if self.ro is not None:
+            self._spawn(self.ro.watch.run(), "patroni-watch-ro")
+            self._spawn(self.ro.director.run(), "ro-director")
+            self._spawn(self._export_ro_metrics(self.ro.director), "ro-metrics")
+        self._spawn(self.reconciler.run(), "reconcile")
+        self._spawn(self.reconciler.watch(watcher), "netlink-watch")
+        ro_info = self.ro_info()
+        self.log.info(
+            "started",
+            interface=ifname,
+            source=str(self.source),
+            rw_vip=str(rw_vip),
+            rw_vrid=cfg.rw.vrid,
+            priority=cfg.rw.priority,
+            ro_vip=str(cfg.ro.vip) if cfg.ro.vip else None,
+            ro_vrid=cfg.ro.vrid if cfg.ro.vip else None,
+            dataplane=ro_info["dataplane"] if ro_info else None,
+            advert_int_cs=cfg.vrrp.advert_int,
+            patroni=cfg.patroni.url,
+            mode="unicast" if cfg.vrrp.unicast_peers else "multicast",
+        )
+
+    def _build_rw(self, vip: VipInterface) -> RwPipeline:
+        cfg = self.config
+        runner = self._runner("rw", cfg.rw.vrid, cfg.rw.priority, vip)
+        watch = PatroniWatch(
+            self.client,
+            _eligibility_policy(cfg),
+            poll=self.client.primary,
+            interval=cfg.patroni.poll_interval,
+            feed=runner.feed,
+            log=self.log.bind(instance="rw"),
+            instance="rw",
+            on_poll=lambda obs: self.metrics.poll("rw", obs.latency, obs.cause),
+            fast=_fast_polling(cfg, runner),
+        )
+        runner.on_master_resigned.append(watch.wake)
+        return RwPipeline(runner, watch)
+
+    def _build_ro(self, vip: VipInterface) -> RoPipeline:
+        """Priority follows the Patroni role, so a replica directs unless none can."""
+        cfg = self.config
+        ro = cfg.ro
+        runner = self._runner("ro", ro.vrid, ro.priority_replica, vip)
+        balancer_cls, why = choose_dataplane(
+            ro.dataplane,
+            scheduler=ro.scheduler,
+            forwarding=ro.forwarding,
+            persistence_timeout=ro.persistence_timeout,
+        )
+        self.log.info("RO dataplane chosen", dataplane=balancer_cls.name, reason=why)
+        director = Director(
+            ro,
+            self.client,
+            balancer_cls(interface=cfg.vrrp.interface, service=(vip.ip, ro.port)),
+            log=self.log.bind(instance="ro"),
+            interface=cfg.vrrp.interface,
+            dataplane_reason=why,
+        )
+        runner.listeners.append(director.on_transition)
+        watch = RoleWatch(
+            self.client.patroni_status,
+            # fall 1: the director reads /cluster from its own Patroni, so a node that
+            # cannot ask it is useless as director and must not win (or keep) the RO VIP
+            # for `fall` more polls. The RW VIP keeps the patience of patroni.fall.
+            EligibilityPolicy(cfg.patroni.rise, 1, None, failsafe_keep=False),
+            priority_leader=ro.priority_leader,
+            priority_replica=ro.priority_replica,
+            interval=ro.poll_interval,
+            feed=runner.feed,
+            log=self.log.bind(instance="ro"),
+            on_poll=lambda obs: self.metrics.poll("ro", obs.latency, obs.cause),
+        )
+        return RoPipeline(runner, watch, director)
+
+    def _runner(self, name: str, vrid: int, priority: int, vip: VipInterface) -> InstanceRunner:
+        cfg = self.config
+        assert self._channel is not None and self._notifier is not None
+        instance = VrrpInstance(
+            InstanceConfig(
+                name=name,
+                vrid=vrid,
+                priority=priority,
+                advert_int=cfg.vrrp.advert_int,
+                vips=(vip,),
+                primary_address=self.source,
+                preempt=cfg.vrrp.preempt,
+                preempt_delay=cfg.vrrp.preempt_delay,
+            ),
+            time.monotonic(),
+        )
+        runner = InstanceRunner(
+            name,
+            instance,
+            ifname=cfg.vrrp.interface,
+            channel=self._channel,
+            addresses=self.addresses,
+            announcer=self._announcer(),
+            announce=self._announce,
+            notifier=self._notifier,
+            log=self.log,
+            metrics=self.metrics,
+        )
+        self._runners.append(runner)
+        self._channel.route(vrid, runner.feed)
+        resign_record.resume(instance, str(self.source), self.log)
+        return runner
+
+    def retune(self, new: Config) -> bool:
+        """Apply a reloaded config without a re-election when only settings that can change
+        under a running election differ; False if the engine must be rebuilt instead."""
+        if without_hot_keys(new, self.config) != without_hot_keys(self.config, self.config):
+            return False
+        old, self.config = self.config, new
+        self._notifier = Notifier(new.notify.command, new.notify.timeout, self.log)
+        self._announce = _announce_settings(new)
+        for runner in self._runners:
+            runner.retune(self._announce, self._notifier)
+        if self.rw is None:
+            return True
+        if new.rw.priority != old.rw.priority:
+            self.rw.runner.feed(PriorityChanged(new.rw.priority, "reload"))
+        if new.patroni != old.patroni:
+            self.rw.watch.retune(
+                _eligibility_policy(new),
+                new.patroni.poll_interval,
+                _fast_polling(new, self.rw.runner),
+            )
+        return True
+
+    async def _export_ro_metrics(self, director: Director) -> None:
+        """Mirror the director's pool and error counts into the metrics, once per RO poll."""
+        exported = 0
+        cadence = Cadence(self.config.ro.poll_interval)
+        while True:
+            st = director.status()
+            self.metrics.backends(st.healthy if st.active else 0, st.total)
+            errors = st.apply_errors + st.clear_errors
+            for _ in range(errors - exported):
+                self.metrics.dataplane_error()
+            exported = errors
+            await cadence.wait()
+
+    def ro_info(self) -> RoInfo | None:
+        """The RO section of /status; None without an RO VIP."""
+        if self.ro is None:
+            return None
+        return self.ro.director.status().ro_info()
+
+    def _announce_failed(self, exc: Exception) -> None:
+        self.log.warning("announcement failed", error=str(exc))
+
+    def _announcer(self) -> Announcer:
+        metrics = self.metrics
+
+        def garp(ifname: str, address: IPv4Address) -> None:
+            send_garp(ifname, address)
+            metrics.announced("garp")
+
+        def na(ifname: str, address: IPv6Address) -> None:
+            send_unsolicited_na(ifname, address)
+            metrics.announced("na")
+
+        return Announcer(on_error=self._announce_failed, send_v4=garp, send_v6=na)
+
+    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not self.failed.done():
+            self.log.error(
+                "task crashed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}"
+            )
+            self.failed.set_result(exc)
+
+    async def stop(self, reason: str) -> None:
+        # Release first (VIP removed, priority 0 sent), then tear the rest down.
+        for runner in self._runners:
+            was_master = runner.instance.state is State.MASTER
+            try:
+                await asyncio.wait_for(runner.shutdown(reason), SHUTDOWN_BUDGET / 2)
+            except Exception as exc:
+                self.log.error("release at shutdown failed", instance=runner.name, error=str(exc))
+            else:
+                if was_master:
+                    resign_record.leave(runner.instance, str(self.source), self.log)
+        if self.ro is not None:
+            try:
+                await asyncio.wait_for(self.ro.director.stop(), SHUTDOWN_BUDGET / 2)
+            except Exception as exc:
+                self.log.error("RO balancer clean-up at shutdown failed", error=str(exc))
+        for task in self._tasks:
+            task.cancel()
+        pending: set[asyncio.Task[None]] = set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=SHUTDOWN_BUDGET / 2)
+        if pending:
+            self.log.error(
+                "tasks ignored cancellation at shutdown", tasks=[t.get_name() for t in pending]
+            )
+        if self._notifier is not None:
+            await self._notifier.drain(0.2)
+        await self._stack.aclose()
