@@ -20,8 +20,15 @@ from pgvip.policy.link_gate import LinkGate, LinkState
 
 if TYPE_CHECKING:
     from pgvip.status.metrics import Metrics
-from pgvip.status import reason_kind
-from pgvip.vrrp.actions import Action, AddVip, Announce, RemoveVip, SendAdvert, Transition
+from pgvip.vrrp.actions import (
+    Action,
+    AddVip,
+    Announce,
+    RemoveVip,
+    SendAdvert,
+    Transition,
+    TransitionKind,
+)
 from pgvip.vrrp.events import AdvertReceived, EligibilityChanged, Event, Shutdown, Tick
 from pgvip.vrrp.instance import State, VrrpInstance
 
@@ -42,6 +49,7 @@ class TransitionRecord:
     to_state: str
     reason: str
     priority: int
+    kind: TransitionKind
 
 
 class InstanceRunner:
@@ -227,7 +235,9 @@ class InstanceRunner:
 
     def _on_transition(self, t: Transition) -> None:
         self.transitions.append(
-            TransitionRecord(time.time(), t.from_state.name, t.to_state.name, t.reason, t.priority)
+            TransitionRecord(
+                time.time(), t.from_state.name, t.to_state.name, t.reason, t.priority, t.kind
+            )
         )
         self._log.info(
             "transition",
@@ -238,7 +248,7 @@ class InstanceRunner:
         )
         self._notifier.transition(self.name, t.to_state.name, t.priority)
         self.metrics.transition(
-            self.name, t.from_state.name, t.to_state.name, reason_kind(t.reason)
+            self.name, t.from_state.name, t.to_state.name, t.kind.value
         )
         self.metrics.state(self.name, t.to_state.name)
         for listener in self.listeners:

@@ -18,7 +18,6 @@ from pgvip.status import (
     PollInfo,
     Snapshot,
     TransitionInfo,
-    reason_kind,
 )
 
 if TYPE_CHECKING:
@@ -79,7 +78,7 @@ def instance_info(
             "from_state": t.from_state,
             "to_state": t.to_state,
             "reason": t.reason,
-            "reason_kind": reason_kind(t.reason),
+            "reason_kind": t.kind.value,
             "priority": t.priority,
         }
         for t in runner.transitions

@@ -3,7 +3,8 @@ docs/openapi.yaml), the bounded reason kinds used as metric labels, and the one-
 used for systemd's STATUS=.
 
 The daemon builds a `Snapshot` from its state on every `GET /status`; this module imports
-nothing beyond the standard library so the CLI and the daemon can both use it cheaply.
+nothing beyond the standard library and the VRRP core's pure types, so the CLI and the
+daemon can both use it cheaply.
 
 Conventions of the snapshot:
 
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, TypedDict
+
+from pgvip.vrrp.actions import TransitionKind
 
 __all__ = [
     "REASON_KINDS",
@@ -43,40 +46,9 @@ SNAPSHOT_SCHEMA = 1  # bumped on an incompatible change to the snapshot
 SERVER_PREFIX = "pgvip/"  # every status API response carries `Server: pgvip/<version>`
 STATES = ("INIT", "BACKUP", "MASTER", "FAULT")
 
-# Metric labels must stay a small fixed set, so transitions are counted by the kind of their
-# reason, never by its text (which carries addresses and timings).
-REASON_KINDS = (
-    "eligible",
-    "ineligible",
-    "master_down",
-    "master_resigned",
-    "preempt",
-    "higher_priority",
-    "shutdown",
-    "other",
-)
-
-# Prefixes of the reasons pgvip.vrrp.instance writes, in the order they must be tried
-# ("ineligible" before "eligible").
-_REASON_PREFIXES = (
-    ("shutdown", "shutdown"),
-    ("ineligible", "ineligible"),
-    ("eligible", "eligible"),
-    ("preempting", "preempt"),
-    ("priority 0 from", "master_resigned"),
-    ("master down", "master_down"),
-)
-
-
-def reason_kind(reason: str) -> str:
-    """The bounded label (one of REASON_KINDS) for a transition's free-text reason."""
-    text = reason.strip().lower()
-    for prefix, kind in _REASON_PREFIXES:
-        if text.startswith(prefix):
-            return kind
-    if text.startswith("master ") and (" higher priority" in text or " equal priority" in text):
-        return "higher_priority"
-    return "other"
+# Metric labels must stay a small fixed set, so transitions are counted by their kind, which
+# the VRRP state machine sets, never by their reason text (addresses and timings).
+REASON_KINDS = tuple(kind.value for kind in TransitionKind)
 
 
 def server_header(version: str) -> str:

@@ -179,7 +179,7 @@ class Metrics:
         self, instance: str, from_state: object, to_state: object, reason_kind: str
     ) -> None:
         """Count a transition and make `to_state` the current state. `reason_kind` is
-        `pgvip.status.reason_kind(reason)`, never the reason text."""
+        the transition's `TransitionKind` value, never the reason text."""
         name = self._instance(instance)
         self._transitions.labels(
             name, self._state(from_state), self._state(to_state), self._kind(reason_kind)

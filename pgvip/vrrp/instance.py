@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from typing import Any
 
-from pgvip.vrrp.actions import Action, AddVip, Announce, RemoveVip, SendAdvert, Transition
+from pgvip.vrrp.actions import (
+    Action,
+    AddVip,
+    Announce,
+    RemoveVip,
+    SendAdvert,
+    Transition,
+    TransitionKind,
+)
 from pgvip.vrrp.events import (
     AdvertReceived,
     EligibilityChanged,
@@ -336,8 +344,8 @@ class VrrpInstance:
     def _advert(self, priority: int) -> Advert:
         return Advert(self._config.vrid, priority, self._config.advert_int, self._addresses)
 
-    def _enter(self, state: State, reason: str) -> Transition:
-        transition = Transition(self._state, state, reason, self._priority)
+    def _enter(self, state: State, reason: str, kind: TransitionKind) -> Transition:
+        transition = Transition(self._state, state, reason, self._priority, kind)
         self._state = state
         if state is not State.MASTER:
             self._adver_at = None
@@ -362,15 +370,15 @@ class VrrpInstance:
             return None
         return heard
 
-    def _become_master(self, now: float, reason: str) -> list[Action]:
-        transition = self._enter(State.MASTER, reason)
+    def _become_master(self, now: float, reason: str, kind: TransitionKind) -> list[Action]:
+        transition = self._enter(State.MASTER, reason, kind)
         self._became_master_at = now
         self._adver_at = now + self._config.advert_interval
         return [AddVip(), Announce(), SendAdvert(self._advert(self._priority)), transition]
 
-    def _resign(self, state: State, reason: str) -> list[Action]:
+    def _resign(self, state: State, reason: str, kind: TransitionKind) -> list[Action]:
         # The VIP goes first: a peer that takes over on our priority 0 must never find it here.
-        return [RemoveVip(), SendAdvert(self._advert(0)), self._enter(state, reason)]
+        return [RemoveVip(), SendAdvert(self._advert(0)), self._enter(state, reason, kind)]
 
     # -- handlers, one per (state, input) cell of _TRANSITIONS ------------------------------
 
@@ -419,27 +427,29 @@ class VrrpInstance:
                 )
         prefix = f"eligible ({event.reason})" if event.reason else "eligible"
         transition = self._enter(
-            State.BACKUP, f"{prefix}; {why}; master down in {_fmt(deadline - now)}"
+            State.BACKUP,
+            f"{prefix}; {why}; master down in {_fmt(deadline - now)}",
+            TransitionKind.ELIGIBLE,
         )
         self._master_down_at = deadline
         self._eligible_since = now
         return [transition]
 
     def _ineligible(self, event: EligibilityChanged, now: float) -> list[Action]:
-        return [self._enter(State.FAULT, f"ineligible: {event.reason}")]
+        return [self._enter(State.FAULT, f"ineligible: {event.reason}", TransitionKind.INELIGIBLE)]
 
     def _ineligible_master(self, event: EligibilityChanged, now: float) -> list[Action]:
-        return self._resign(State.FAULT, f"ineligible: {event.reason}")
+        return self._resign(State.FAULT, f"ineligible: {event.reason}", TransitionKind.INELIGIBLE)
 
     def _shutdown(self, event: Shutdown, now: float) -> list[Action]:
         self._stopped = True
         if self._state is State.INIT:
             return []
-        return [self._enter(State.INIT, f"shutdown: {event.reason}")]
+        return [self._enter(State.INIT, f"shutdown: {event.reason}", TransitionKind.SHUTDOWN)]
 
     def _shutdown_master(self, event: Shutdown, now: float) -> list[Action]:
         self._stopped = True
-        return self._resign(State.INIT, f"shutdown: {event.reason}")
+        return self._resign(State.INIT, f"shutdown: {event.reason}", TransitionKind.SHUTDOWN)
 
     def _set_priority(self, event: PriorityChanged) -> bool:
         """Store the new priority; False if it is the one we already have."""
@@ -503,16 +513,19 @@ class VrrpInstance:
             reason = (
                 f"preempting {lower.address}: our priority {self._priority} > its {lower.priority}"
             )
+            kind = TransitionKind.PREEMPT
         elif heard is not None and heard.priority == 0:
             reason = (
                 "priority 0 from this node's previous run"
                 if heard.address == self._config.primary_address
                 else f"priority 0 from {heard.address}"
             )
+            kind = TransitionKind.MASTER_RESIGNED
         else:
             since = heard.at if heard is not None else self._created_at
             reason = f"master down: no advert for {_fmt(now - since)}"
-        return self._become_master(now, reason)
+            kind = TransitionKind.MASTER_DOWN
+        return self._become_master(now, reason, kind)
 
     def _master_advert(self, event: AdvertReceived, now: float) -> list[Action]:
         advert, src = event.advert, event.src
@@ -528,7 +541,7 @@ class VrrpInstance:
             else:
                 why = f"master {src} has equal priority {own} and higher address than {primary}"
             self._master_adver_interval = advert.max_advert_int / 100
-            transition = self._enter(State.BACKUP, why)
+            transition = self._enter(State.BACKUP, why, TransitionKind.HIGHER_PRIORITY)
             self._master_down_at = now + self.master_down_interval
             return [RemoveVip(), transition]
         # Split brain healing: the other master must hear us now, and clients must

@@ -17,7 +17,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgvip import __version__
-from pgvip.status import reason_kind
 from pgvip.status.client import fetch_status
 from pgvip.status.metrics import Metrics
 from pgvip.status.server import StatusServer, StatusServerError
@@ -50,10 +49,10 @@ def test_an_induced_transition_shows_in_status_and_metrics(live: Live) -> None:
     rw = instance("rw", "BACKUP")
     rw["held"] = False
     rw["transitions"] = before["instances"]["rw"]["transitions"] + [
-        transition(NOW + 1, "MASTER", "BACKUP", reason)
+        transition(NOW + 1, "MASTER", "BACKUP", reason, kind="higher_priority")
     ]
     live.source.current = {**live.source.current, "instances": {"rw": rw}}
-    live.metrics.transition("rw", "MASTER", "BACKUP", reason_kind(reason))
+    live.metrics.transition("rw", "MASTER", "BACKUP", "higher_priority")
     live.metrics.vip_held("rw", False)
 
     after = http_get(live.url + "/status").json()

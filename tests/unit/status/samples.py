@@ -11,19 +11,20 @@ from pgvip.status import (
     RoInfo,
     Snapshot,
     TransitionInfo,
-    reason_kind,
 )
 
 NOW = 1_780_000_000.0
 
 
-def transition(at: float, frm: str, to: str, reason: str, priority: int = 200) -> TransitionInfo:
+def transition(
+    at: float, frm: str, to: str, reason: str, priority: int = 200, *, kind: str
+) -> TransitionInfo:
     return {
         "at": at,
         "from_state": frm,
         "to_state": to,
         "reason": reason,
-        "reason_kind": reason_kind(reason),
+        "reason_kind": kind,
         "priority": priority,
     }
 
@@ -59,8 +60,16 @@ def instance(name: str = "rw", state: str = "MASTER", **over: Any) -> InstanceIn
         },
         "last_takeover": 0.41 if is_master else None,
         "transitions": [
-            transition(NOW - 100, "INIT", "BACKUP", "eligible (/primary 200); no master heard"),
-            transition(NOW - 97, "BACKUP", "MASTER", "master down: no advert for 3.61s"),
+            transition(
+                NOW - 100,
+                "INIT",
+                "BACKUP",
+                "eligible (/primary 200); no master heard",
+                kind="eligible",
+            ),
+            transition(
+                NOW - 97, "BACKUP", "MASTER", "master down: no advert for 3.61s", kind="master_down"
+            ),
         ]
         if is_master
         else [],

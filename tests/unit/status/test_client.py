@@ -63,7 +63,7 @@ def test_table_marks_fallback_and_starting() -> None:
 def test_transitions_are_merged_across_instances_and_limited() -> None:
     snap = make_snapshot()
     snap["instances"]["ro"]["transitions"] = [
-        transition(NOW - 98, "INIT", "BACKUP", "eligible (/replica 200)", 150)
+        transition(NOW - 98, "INIT", "BACKUP", "eligible (/replica 200)", 150, kind="eligible")
     ]
     out = render_status(snap, transitions=2)
     section = out.split("Recent transitions (oldest first):\n")[1].splitlines()[1:]
