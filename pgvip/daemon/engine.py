@@ -36,7 +36,8 @@ from pgvip.log import Logger
 from pgvip.patroni.client import PatroniClient
 from pgvip.policy.eligibility import EligibilityPolicy
 from pgvip.vrrp.events import PriorityChanged
-from pgvip.vrrp.instance import InstanceConfig, State, VrrpInstance
+from pgvip.vrrp.instance import State, VrrpInstance
+from pgvip.vrrp.instance_config import InstanceConfig
 
 if TYPE_CHECKING:
     from pgvip.status import RoInfo

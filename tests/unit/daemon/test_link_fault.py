@@ -19,7 +19,8 @@ from pgvip.daemon.reconciler import Reconciler
 from pgvip.dataplane.addresses import EventsLost, LinkChanged
 from pgvip.status.metrics import Metrics
 from pgvip.vrrp.events import EligibilityChanged
-from pgvip.vrrp.instance import InstanceConfig, State, VrrpInstance
+from pgvip.vrrp.instance import State, VrrpInstance
+from pgvip.vrrp.instance_config import InstanceConfig
 from tests.unit.daemon.ro_standins import RecordingLog
 
 VIP = ipaddress.ip_interface("10.9.0.100/24")

@@ -20,7 +20,8 @@ from pgvip.patroni.verdict import (
 )
 from pgvip.policy.eligibility import EligibilityPolicy
 from pgvip.vrrp.events import EligibilityChanged, PriorityChanged
-from pgvip.vrrp.instance import InstanceConfig, State, VrrpInstance
+from pgvip.vrrp.instance import State, VrrpInstance
+from pgvip.vrrp.instance_config import InstanceConfig
 from tests.unit.daemon.ro_standins import (
     Clock,
     Cluster,

@@ -15,7 +15,8 @@ from ipaddress import IPv4Address, IPv4Interface
 
 from pgvip.vrrp.actions import Action, AddVip, Announce, RemoveVip, SendAdvert, Transition
 from pgvip.vrrp.events import AdvertReceived, EligibilityChanged, Event, Shutdown, Tick
-from pgvip.vrrp.instance import InstanceConfig, State, VrrpInstance
+from pgvip.vrrp.instance import State, VrrpInstance
+from pgvip.vrrp.instance_config import InstanceConfig
 from pgvip.vrrp.packet import VRRP_MCAST_V4, IPAddress, decode, encode
 
 VIP = IPv4Interface("10.20.30.50/24")

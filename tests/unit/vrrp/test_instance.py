@@ -12,14 +12,10 @@ from hypothesis import strategies as st
 
 from pgvip.vrrp.actions import Action, AddVip, Announce, RemoveVip, SendAdvert, Transition
 from pgvip.vrrp.events import AdvertReceived, EligibilityChanged, Event, Shutdown, Tick
-from pgvip.vrrp.instance import (
-    InstanceConfig,
-    State,
-    VrrpInstance,
-    master_down_interval,
-    skew_time,
-)
+from pgvip.vrrp.instance import State, VrrpInstance
+from pgvip.vrrp.instance_config import InstanceConfig
 from pgvip.vrrp.packet import Advert
+from pgvip.vrrp.timers import master_down_interval, skew_time
 from tests.unit.vrrp.netsim import VIP, VRID, make_config, node_address
 
 SKEW_150 = 106 / 256  # (256 - 150) * 1 s / 256

@@ -16,7 +16,8 @@ from pgvip.vrrp.events import (
     Shutdown,
     Tick,
 )
-from pgvip.vrrp.instance import State, VrrpInstance, master_down_interval, skew_time
+from pgvip.vrrp.instance import State, VrrpInstance
+from pgvip.vrrp.timers import master_down_interval, skew_time
 from tests.unit.vrrp.netsim import FakeNetwork, Node, make_config, node_address
 from tests.unit.vrrp.test_instance import ELIGIBLE, INELIGIBLE, advert, driver, heard, master
 

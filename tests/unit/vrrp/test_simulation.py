@@ -10,7 +10,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from pgvip.vrrp.actions import Announce, RemoveVip, SendAdvert, Transition
-from pgvip.vrrp.instance import State, master_down_interval, skew_time
+from pgvip.vrrp.instance import State
+from pgvip.vrrp.timers import master_down_interval, skew_time
 from tests.unit.vrrp.netsim import FakeNetwork, Node, make_config
 
 DELAY = 0.001
