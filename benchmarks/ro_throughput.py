@@ -26,7 +26,8 @@ from benchmarks.switchover import (
     sql_identity,
 )
 from pgvip.lab import processes
-from pgvip.lab.cluster import Lab, LabError
+from pgvip.lab.cluster import Lab
+from pgvip.lab.errors import LabError
 from pgvip.lab.layout import PG_PORT, SUPERUSER, SUPERUSER_PASSWORD
 
 TPS_RE = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)

@@ -40,7 +40,8 @@ from benchmarks.switchover import (
     wait_rw_ready,
 )
 from pgvip.lab import render
-from pgvip.lab.cluster import Lab, LabError
+from pgvip.lab.cluster import Lab
+from pgvip.lab.errors import LabError
 from pgvip.lab.layout import PG_PORT, SUPERUSER, LabLayout
 from pgvip.lab.sampler import VipSampler
 

@@ -13,9 +13,11 @@ from benchmarks import analysis
 from benchmarks.contenders import Contender, ContenderError, Endpoint
 from benchmarks.recorder import ChangePoller, ClientRun
 from pgvip.lab import processes
-from pgvip.lab.cluster import LEADER_ROLES, Lab, LabError
+from pgvip.lab.cluster import Lab
 from pgvip.lab.demo import new_leader_within
+from pgvip.lab.errors import LabError
 from pgvip.lab.layout import SUPERUSER, SUPERUSER_PASSWORD
+from pgvip.lab.readiness import LEADER_ROLES
 from pgvip.lab.sampler import VipSampler
 
 RW_SCENARIOS = ("switchover", "kill")

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from pgvip import __version__
+from pgvip.lazy_group import LazyGroup
 
 DEFAULT_CONFIG = "/etc/pgvip/pgvip.toml"
 
@@ -67,7 +68,11 @@ def _load(config_path: str | None, flags: dict[str, Any]) -> Any:
         raise
 
 
-@click.group()
+@click.group(
+    cls=LazyGroup,
+    # The lab is for demos and tests; `pgvip run` must not import a line of it.
+    lazy={"lab": ("pgvip.lab.cli:lab", "The netns lab: a real Patroni cluster in namespaces.")},
+)
 @click.version_option(__version__, prog_name="pgvip")
 def main() -> None:
     """pgvip: an RW VIP on the Patroni leader and an RO VIP over the replicas."""
@@ -198,8 +203,6 @@ def release(interfaces: tuple[str, ...], config_path: str | None) -> None:
         click.echo(f"pgvip: IPVS service {vip}:{port} removed (if there was one)")
 
 
-from pgvip.lab.cli import lab  # noqa: E402 - after `main` exists; lab's CLI imports lazily
 from pgvip.status.cli import status  # noqa: E402
 
-main.add_command(lab)
 main.add_command(status)

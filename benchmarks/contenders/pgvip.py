@@ -17,7 +17,8 @@ from benchmarks.contenders import (
     require_released,
 )
 from pgvip.lab import render
-from pgvip.lab.cluster import Lab, LabError
+from pgvip.lab.cluster import Lab
+from pgvip.lab.errors import LabError
 from pgvip.lab.layout import PG_PORT
 
 # The shipped defaults (deploy/pgvip.toml and pgvip.config) where the lab sets its own values;

@@ -45,7 +45,8 @@ def _require_root() -> None:
 
 
 def _load(prefix: str) -> Lab:
-    from pgvip.lab.cluster import Lab, LabError
+    from pgvip.lab.cluster import Lab
+    from pgvip.lab.errors import LabError
 
     try:
         return Lab.load(prefix)
@@ -55,7 +56,7 @@ def _load(prefix: str) -> Lab:
 
 def _guard(action: Callable[[], Any]) -> Any:
     """Run a lab operation, turning its LabError into a message and exit status 2."""
-    from pgvip.lab.cluster import LabError
+    from pgvip.lab.errors import LabError
 
     try:
         return action()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol, TextIO
 
 from pgvip.lab import probe as probe_mod
-from pgvip.lab.cluster import LabError
+from pgvip.lab.errors import LabError
 from pgvip.lab.layout import LabLayout
 from pgvip.lab.sampler import VipSampler
 

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from pgvip.lab.cluster import Lab, LabError
+from pgvip.lab.cluster import Lab
+from pgvip.lab.errors import LabError
 from pgvip.lab.layout import LabLayout
 
 LAB_UP_TIMEOUT = 120.0

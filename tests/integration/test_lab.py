@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from pgvip.lab import netns, processes
-from pgvip.lab.cluster import Lab, LabError
+from pgvip.lab.cluster import Lab
+from pgvip.lab.errors import LabError
 from pgvip.lab.layout import LabLayout
 from pgvip.lab.preflight import candidate_namespaces
 from pgvip.lab.processes import ProcessId

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from pgvip.lab.cluster import Lab, LabError, assess_cluster
+from pgvip.lab.cluster import Lab
+from pgvip.lab.errors import LabError
 from pgvip.lab.layout import LabLayout
+from pgvip.lab.readiness import assess_cluster
 from pgvip.lab.state import LabState, StateStore
 
 NODES = ["p1", "p2", "p3"]

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from pgvip.lab import demo
-from pgvip.lab.cluster import LabError
 from pgvip.lab.demo import ScenarioResult
+from pgvip.lab.errors import LabError
 
 
 def test_holder_text() -> None:
