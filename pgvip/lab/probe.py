@@ -7,7 +7,6 @@ it prints one JSON line per sample. The line format and the gap analysis are pur
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -19,6 +18,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
+
+import click
 
 from pgvip.lab.layout import (
     DEFAULT_NODES,
@@ -60,75 +61,106 @@ class ProbeConfig:
     names: Mapping[str, str] = field(default_factory=dict)  # server address -> node name
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m pgvip.lab.probe",
-        description="Write through the RW VIP, read through the RO VIP, and write to Patroni's "
-        "leader, every --interval seconds; one JSON line per sample on stdout.",
-    )
-    p.add_argument("--subnet", default=DEFAULT_SUBNET, help="lab subnet (default %(default)s)")
-    p.add_argument("--nodes", type=int, default=DEFAULT_NODES, help="lab nodes (default 3)")
-    p.add_argument("--rw", help="RW address (default: the lab's .50)")
-    p.add_argument("--ro", help="RO address (default: the lab's .49)")
-    p.add_argument("--no-rw", action="store_true", help="do not write through the RW VIP")
-    p.add_argument("--no-ro", action="store_true", help="do not read through the RO VIP")
-    p.add_argument(
-        "--leader",
-        action="store_true",
-        help="also write straight to the node Patroni's /cluster names leader",
-    )
-    p.add_argument(
-        "--patroni",
-        action="append",
-        metavar="URL",
-        help="Patroni REST URL to ask for the leader (repeatable; default: every lab node)",
-    )
-    p.add_argument("--interval", type=float, default=0.1, help="seconds between samples")
-    p.add_argument("--timeout", type=float, default=1.0, help="hard limit per attempt, seconds")
-    p.add_argument("--port", type=int, default=PG_PORT)
-    p.add_argument("--user", default=SUPERUSER)
-    p.add_argument("--password", default=SUPERUSER_PASSWORD)
-    p.add_argument("--dbname", default="postgres")
-    p.add_argument("--count", type=int, help="stop after this many samples")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
-    return p
+_PROG = "python -m pgvip.lab.probe"
+
+
+@click.command(
+    name=_PROG,
+    help="Write through the RW VIP, read through the RO VIP, and write to Patroni's "
+    "leader, every --interval seconds; one JSON line per sample on stdout.",
+)
+@click.option("--subnet", default=DEFAULT_SUBNET, show_default=True, help="lab subnet")
+@click.option("--nodes", type=int, default=DEFAULT_NODES, show_default=True, help="lab nodes")
+@click.option("--rw", help="RW address (default: the lab's .50)")
+@click.option("--ro", help="RO address (default: the lab's .49)")
+@click.option("--no-rw", is_flag=True, help="do not write through the RW VIP")
+@click.option("--no-ro", is_flag=True, help="do not read through the RO VIP")
+@click.option(
+    "--leader", is_flag=True, help="also write straight to the node Patroni's /cluster names leader"
+)
+@click.option(
+    "--patroni",
+    multiple=True,
+    metavar="URL",
+    help="Patroni REST URL to ask for the leader (repeatable; default: every lab node)",
+)
+@click.option("--interval", type=float, default=0.1, help="seconds between samples")
+@click.option("--timeout", type=float, default=1.0, help="hard limit per attempt, seconds")
+@click.option("--port", type=int, default=PG_PORT)
+@click.option("--user", default=SUPERUSER)
+@click.option("--password", default=SUPERUSER_PASSWORD)
+@click.option("--dbname", default="postgres")
+@click.option("--count", type=int, help="stop after this many samples")
+@click.option("--duration", type=float, help="stop after this many seconds")
+def _command(**options: Any) -> ProbeConfig:
+    return _config(**options)
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> ProbeConfig:
-    """Parse the command line; raises ProbeError with a one-line reason."""
-    args = build_parser().parse_args(argv)
+    """Parse the command line; raises ProbeError with a one-line reason. `--help` prints
+    the help and exits 0."""
     try:
-        layout = LabLayout.create(subnet=args.subnet, nodes=args.nodes)
+        result = _command.main(
+            args=list(argv) if argv is not None else None, prog_name=_PROG, standalone_mode=False
+        )
+    except click.UsageError as exc:
+        raise ProbeError(exc.format_message()) from exc
+    if not isinstance(result, ProbeConfig):  # --help: click printed it and returned 0
+        raise SystemExit(result or 0)
+    return result
+
+
+def _config(
+    *,
+    subnet: str,
+    nodes: int,
+    rw: str | None,
+    ro: str | None,
+    no_rw: bool,
+    no_ro: bool,
+    leader: bool,
+    patroni: tuple[str, ...],
+    interval: float,
+    timeout: float,
+    port: int,
+    user: str,
+    password: str,
+    dbname: str,
+    count: int | None,
+    duration: float | None,
+) -> ProbeConfig:
+    try:
+        layout = LabLayout.create(subnet=subnet, nodes=nodes)
     except LayoutError as exc:
         raise ProbeError(str(exc)) from exc
-    if not (args.interval > 0 and math.isfinite(args.interval)):
-        raise ProbeError(f"--interval must be a positive number of seconds, got {args.interval}")
-    if not (args.timeout > 0 and math.isfinite(args.timeout)):
-        raise ProbeError(f"--timeout must be a positive number of seconds, got {args.timeout}")
-    if args.count is not None and args.count < 1:
-        raise ProbeError(f"--count must be at least 1, got {args.count}")
-    if args.duration is not None and not args.duration > 0:
-        raise ProbeError(f"--duration must be positive, got {args.duration}")
-    rw = None if args.no_rw else (args.rw or str(layout.rw_vip))
-    ro = None if args.no_ro else (args.ro or str(layout.ro_vip))
+    if not (interval > 0 and math.isfinite(interval)):
+        raise ProbeError(f"--interval must be a positive number of seconds, got {interval}")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ProbeError(f"--timeout must be a positive number of seconds, got {timeout}")
+    if count is not None and count < 1:
+        raise ProbeError(f"--count must be at least 1, got {count}")
+    if duration is not None and not duration > 0:
+        raise ProbeError(f"--duration must be positive, got {duration}")
+    rw_target = None if no_rw else (rw or str(layout.rw_vip))
+    ro_target = None if no_ro else (ro or str(layout.ro_vip))
     urls: tuple[str, ...] = ()
-    if args.leader:
-        urls = tuple(args.patroni or [layout.patroni_url(n) for n in layout.node_names()])
-    if rw is None and ro is None and not urls:
+    if leader:
+        urls = tuple(patroni or [layout.patroni_url(n) for n in layout.node_names()])
+    if rw_target is None and ro_target is None and not urls:
         raise ProbeError("nothing to probe: --no-rw and --no-ro without --leader")
     names = {str(layout.node_ip(n)): n for n in layout.node_names()}
     return ProbeConfig(
-        rw=rw,
-        ro=ro,
+        rw=rw_target,
+        ro=ro_target,
         patroni_urls=urls,
-        interval=args.interval,
-        timeout=args.timeout,
-        port=args.port,
-        user=args.user,
-        password=args.password,
-        dbname=args.dbname,
-        count=args.count,
-        duration=args.duration,
+        interval=interval,
+        timeout=timeout,
+        port=port,
+        user=user,
+        password=password,
+        dbname=dbname,
+        count=count,
+        duration=duration,
         names=names,
     )
 

@@ -423,6 +423,8 @@ def render_vagrant(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # argparse, not click as in the rest of the CLI: the Vagrant VMs run this with the
+    # system python3 and PyYAML only, before pgvip's venv (and click) exists.
     parser = argparse.ArgumentParser(
         prog="python -m pgvip.lab.render",
         description="Render the Vagrant VMs' Patroni, pgvip and etcd configuration.",
