@@ -25,8 +25,9 @@ from pgvip.daemon.ro_role import RoleWatch
 from pgvip.daemon.vrrp_channel import VrrpChannel, open_channel
 from pgvip.dataplane.addresses import AddressError, AddressManager, AddressWatcher
 from pgvip.dataplane.announce import AnnounceError, Announcer, send_garp, send_unsolicited_na
+from pgvip.dataplane.balancer import LoadBalancerError
+from pgvip.dataplane.balancer.choice import choose_dataplane
 from pgvip.dataplane.interfaces import InterfaceError, primary_address
-from pgvip.dataplane.loadbalancer import LoadBalancerError, choose_dataplane
 from pgvip.dataplane.vrrp_socket import VrrpSocketError
 from pgvip.log import configure as configure_logging
 from pgvip.log import get_logger

@@ -1,4 +1,4 @@
-"""The IPVS RO balancer: a pure minimal-diff planner, its pyroute2 executor, and DR real servers.
+"""The IPVS RO balancer: a pure minimal-diff planner and its pyroute2 executor.
 
 `plan(actual, desired)` turns two VirtualServices into the fewest IPVS operations; the executor
 sends them through pyroute2's AsyncIPVS with "add"/"set"/"del" only (its "update" sends a
@@ -7,7 +7,7 @@ delete). Readback parses the IPVS_*_ATTR_* keys of the dump itself, because pyro
 
 Topology: IPVS "nat" does not rewrite the client's address, so the backends' replies must be
 routed through the director (its address as their gateway); on one flat subnet use "dr",
-with `setup_real_server()` on every node (VIP on lo, ARP hidden). The nftables dataplane
+with `realserver.setup_real_server()` on every node (VIP on lo, ARP hidden). The nftables dataplane
 masquerades instead and works one-armed.
 """
 
@@ -22,18 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pgvip.dataplane.loadbalancer import (
-    PROC_SYS,
+from pgvip.dataplane.balancer import (
     SCHEDULERS,
     IPAddress,
     LoadBalancerError,
     RealServer,
-    SysctlKeeper,
     VirtualService,
-    apply_sysctls,
     check_names,
-    forwarding_sysctls,
 )
+from pgvip.dataplane.sysctl import PROC_SYS, SysctlKeeper, forwarding_sysctls
 
 if TYPE_CHECKING:
     from pyroute2 import AsyncIPVS
@@ -394,48 +391,3 @@ class IpvsLoadBalancer:
         finally:
             ipvs.close()
         await self.sysctls.restore()
-
-
-# -- DR real servers -----------------------------------------------------------------
-def real_server_sysctls(interface: str | None = None) -> dict[str, str]:
-    """ARP settings for a DR real server holding the VIP on lo.
-
-    arp_ignore=1: answer ARP only for addresses on the asking interface (not the VIP on lo);
-    arp_announce=2: never use the VIP as ARP source. The kernel takes the max of `all` and
-    the interface, so setting `all` suffices; the interface is set too for clarity.
-    """
-    wanted = {"net/ipv4/conf/all/arp_ignore": "1", "net/ipv4/conf/all/arp_announce": "2"}
-    if interface:
-        wanted[f"net/ipv4/conf/{interface}/arp_ignore"] = "1"
-        wanted[f"net/ipv4/conf/{interface}/arp_announce"] = "2"
-    return wanted
-
-
-async def setup_real_server(
-    vip: IPAddress, *, netns: str | None = None, interface: str | None = None
-) -> bool:
-    """Make this node a DR real server for `vip`: the VIP on `lo` (host prefix, tagged
-    PGVIP_IFA_PROTO) and, for IPv4, the ARP sysctls. True if the address was added now.
-
-    PostgreSQL must also listen on the VIP (listen_addresses = '*').
-    """
-    from pgvip.dataplane.addresses import AddressError, AddressManager
-
-    if vip.version == 4:
-        await apply_sysctls(real_server_sysctls(interface), netns=netns)
-    try:
-        async with AddressManager("lo", netns) as lo:
-            return await lo.add(ipaddress.ip_interface(f"{vip}/{vip.max_prefixlen}"))
-    except AddressError as exc:
-        raise LoadBalancerError(f"cannot put RO VIP {vip} on lo: {exc}") from exc
-
-
-async def teardown_real_server(vip: IPAddress, *, netns: str | None = None) -> bool:
-    """Remove the VIP from `lo`; True if it was there. The ARP sysctls stay (harmless)."""
-    from pgvip.dataplane.addresses import AddressError, AddressManager
-
-    try:
-        async with AddressManager("lo", netns) as lo:
-            return await lo.remove(ipaddress.ip_interface(f"{vip}/{vip.max_prefixlen}"))
-    except AddressError as exc:
-        raise LoadBalancerError(f"cannot remove RO VIP {vip} from lo: {exc}") from exc
