@@ -23,7 +23,8 @@ from pgvip.daemon.patroni_watch import FastPolling, PatroniWatch
 from pgvip.daemon.reconciler import Reconciler
 from pgvip.daemon.ro_role import RoleWatch
 from pgvip.daemon.vrrp_channel import VrrpChannel, open_channel
-from pgvip.dataplane.addresses import AddressError, AddressManager, AddressWatcher
+from pgvip.dataplane.address_watcher import AddressWatcher
+from pgvip.dataplane.addresses import AddressError, AddressManager
 from pgvip.dataplane.announce import AnnounceError, Announcer, send_garp, send_unsolicited_na
 from pgvip.dataplane.balancer import LoadBalancerError
 from pgvip.dataplane.balancer.choice import choose_dataplane
