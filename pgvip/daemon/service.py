@@ -29,7 +29,7 @@ from pgvip.dataplane.announce import AnnounceError, Announcer, send_garp, send_u
 from pgvip.dataplane.balancer import LoadBalancerError
 from pgvip.dataplane.balancer.choice import choose_dataplane
 from pgvip.dataplane.interfaces import InterfaceError, primary_address
-from pgvip.dataplane.vrrp_socket import VrrpSocketError
+from pgvip.dataplane.vrrp_sockopts import VrrpSocketError
 from pgvip.log import configure as configure_logging
 from pgvip.log import get_logger
 from pgvip.patroni.client import PatroniClient, PatroniClientError
