@@ -261,7 +261,7 @@ DIRECTOR_SYSCTLS = (
 async def scenario(results: dict[str, Any], step: Callable[[str], Any]) -> None:
     from pgvip.dataplane.balancer import RealServer, virtual_service
     from pgvip.dataplane.balancer.choice import choose_dataplane, ipvs_available
-    from pgvip.dataplane.balancer.ipvs import plan
+    from pgvip.dataplane.balancer.ipvs_plan import plan
     from pgvip.dataplane.balancer.realserver import setup_real_server, teardown_real_server
 
     def servers(backends: dict[str, str], weights: dict[str, int]) -> list[RealServer]:

@@ -19,6 +19,12 @@ from pgvip.dataplane.balancer import LoadBalancer, LoadBalancerError, RealServer
 from pgvip.dataplane.balancer import ipvs as ipvs_mod
 from pgvip.dataplane.balancer.choice import ipvs_available
 from pgvip.dataplane.balancer.ipvs import (
+    IpvsLoadBalancer,
+    dest_request,
+    execute,
+    service_request,
+)
+from pgvip.dataplane.balancer.ipvs_plan import (
     AddDest,
     AddService,
     DelDest,
@@ -26,14 +32,10 @@ from pgvip.dataplane.balancer.ipvs import (
     Dest,
     EditDest,
     EditService,
-    IpvsLoadBalancer,
     Service,
-    dest_request,
-    execute,
     parse_dest,
     parse_service,
     plan,
-    service_request,
     to_virtual_service,
 )
 from pgvip.dataplane.balancer.realserver import real_server_sysctls
