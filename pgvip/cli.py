@@ -180,8 +180,9 @@ def release(interfaces: tuple[str, ...], config_path: str | None) -> None:
             _fail(str(exc))
     for addr in removed:
         click.echo(f"pgvip: released {addr}")
-    from pgvip.dataplane.loadbalancer import LoadBalancerError, ipvs_available
-    from pgvip.dataplane.nftables import NftablesLoadBalancer, find_nft
+    from pgvip.dataplane.balancer import LoadBalancerError
+    from pgvip.dataplane.balancer.choice import ipvs_available
+    from pgvip.dataplane.balancer.nftables import NftablesLoadBalancer, find_nft
 
     if find_nft() is not None:
         # The RO director's table, if this node was directing when it died.
@@ -193,7 +194,7 @@ def release(interfaces: tuple[str, ...], config_path: str | None) -> None:
     elif not removed:
         click.echo("pgvip: nothing to release")
     if ipvs_service is not None and ipvs_available()[0]:
-        from pgvip.dataplane.ipvs import IpvsLoadBalancer
+        from pgvip.dataplane.balancer.ipvs import IpvsLoadBalancer
 
         vip, port = ipvs_service
         try:

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, Protocol, cast
 
 from pgvip.config import RoConfig
-from pgvip.dataplane.ipvs import setup_real_server, teardown_real_server
-from pgvip.dataplane.loadbalancer import IPAddress, LoadBalancer, VirtualService, virtual_service
+from pgvip.dataplane.balancer import IPAddress, LoadBalancer, VirtualService, virtual_service
+from pgvip.dataplane.balancer.realserver import setup_real_server, teardown_real_server
 from pgvip.patroni.client import PatroniClient
 from pgvip.patroni.cluster import ClusterParseError, ClusterView, Member, parse_cluster
 from pgvip.patroni.verdict import ErrorLogThrottle, PatroniError, PatroniUnavailable, Verdict

@@ -28,10 +28,11 @@ from pgvip.daemon.patroni_watch import FastPolling, PatroniWatch
 from pgvip.daemon.reconciler import Reconciler
 from pgvip.daemon.ro_role import RoleWatch
 from pgvip.daemon.vrrp_channel import VrrpChannel, open_channel
-from pgvip.dataplane.addresses import AddressManager, AddressWatcher
+from pgvip.dataplane.address_watcher import AddressWatcher
+from pgvip.dataplane.addresses import AddressManager
 from pgvip.dataplane.announce import Announcer, send_garp, send_unsolicited_na
+from pgvip.dataplane.balancer.choice import choose_dataplane
 from pgvip.dataplane.interfaces import primary_address
-from pgvip.dataplane.loadbalancer import choose_dataplane
 from pgvip.log import Logger
 from pgvip.patroni.client import PatroniClient
 from pgvip.policy.eligibility import EligibilityPolicy

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from pgvip.daemon.instance_runner import InstanceRunner
-from pgvip.dataplane.addresses import AddressManager, AddressWatcher, EventsLost, LinkChanged
+from pgvip.dataplane.address_watcher import AddressWatcher, EventsLost, LinkChanged
+from pgvip.dataplane.addresses import AddressManager
 from pgvip.policy.link_gate import LinkState
 
 RECONCILE_INTERVAL = 2.0

@@ -17,9 +17,9 @@ from pgvip.daemon.reconciler import RECONCILE_INTERVAL
 from pgvip.daemon.snapshot import DaemonFacts, build_snapshot
 from pgvip.dataplane.addresses import AddressError
 from pgvip.dataplane.announce import AnnounceError
+from pgvip.dataplane.balancer import LoadBalancerError
 from pgvip.dataplane.interfaces import InterfaceError
-from pgvip.dataplane.loadbalancer import LoadBalancerError
-from pgvip.dataplane.vrrp_socket import VrrpSocketError
+from pgvip.dataplane.vrrp_sockopts import VrrpSocketError
 from pgvip.log import configure as configure_logging
 from pgvip.log import get_logger
 from pgvip.patroni.client import PatroniClientError

@@ -1,7 +1,7 @@
 """VIP addresses on an interface through rtnetlink (pyroute2), each tagged with IFA_PROTO.
 
-The tag lets pgvip find and release its own addresses after a crash; `AddressWatcher`
-reports link and address changes so the daemon can reconcile at once instead of waiting.
+The tag lets pgvip find and release its own addresses after a crash. The rtnetlink helpers here
+(`connect`, `netlink_error`, ...) are shared with `address_watcher`.
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-import socket
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface
@@ -18,7 +16,6 @@ from typing import Any
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 
 from pgvip.dataplane.privileges import describe_missing_interface
 
@@ -43,7 +40,7 @@ class AddressError(RuntimeError):
         self.code = code
 
 
-async def _connect(netns: str | None, **kwargs: Any) -> AsyncIPRoute:
+async def connect(netns: str | None, **kwargs: Any) -> AsyncIPRoute:
     """An open AsyncIPRoute; errors opening it (pyroute2 opens lazily) become AddressError."""
     where = "the current network namespace" if netns is None else f"network namespace {netns}"
     # pyroute2's default flags would silently create a missing namespace.
@@ -73,7 +70,8 @@ def _check_vip(vip: object) -> VipInterface:
     return vip
 
 
-def _message_interface(msg: Any) -> VipInterface:
+def message_interface(msg: Any) -> VipInterface:
+    """The address (with prefix length) an RTM_*ADDR message is about."""
     # For IPv4, IFA_LOCAL is the address itself; IFA_ADDRESS is the peer on p2p links.
     address = msg.get("local") or msg.get("address")
     return ipaddress.ip_interface(f"{address}/{msg['prefixlen']}")
@@ -83,7 +81,8 @@ async def _link_names(ipr: AsyncIPRoute) -> dict[int, str]:
     return {link["index"]: link.get("ifname") async for link in await ipr.link("dump")}
 
 
-def _code(exc: BaseException) -> int | None:
+def error_code(exc: BaseException) -> int | None:
+    """The errno behind a netlink or OS error, if it has one."""
     if isinstance(exc, NetlinkError):
         return int(exc.code)
     if isinstance(exc, OSError) and isinstance(exc.errno, int):
@@ -91,8 +90,11 @@ def _code(exc: BaseException) -> int | None:
     return None
 
 
-def _error(action: str, exc: NetlinkError | OSError, missing: str | None = None) -> AddressError:
-    code = _code(exc)
+def netlink_error(
+    action: str, exc: NetlinkError | OSError, missing: str | None = None
+) -> AddressError:
+    """`action` failed with `exc`, as an AddressError; `missing` explains an ENODEV."""
+    code = error_code(exc)
     if code in _PERMISSION_CODES:
         return AddressError(f"{action} failed: needs CAP_NET_ADMIN (permission denied)", code=code)
     if code == errno.ENODEV and missing is not None:
@@ -124,7 +126,7 @@ class AddressManager:
 
     async def open(self) -> None:
         if self._ipr is None:
-            self._ipr = await _connect(self.netns)
+            self._ipr = await connect(self.netns)
         try:
             await self.ifindex()
         except BaseException:
@@ -148,8 +150,8 @@ class AddressManager:
         self._index = None
 
     async def _fail(self, action: str, exc: NetlinkError | OSError) -> AddressError:
-        missing = await self._missing_interface() if _code(exc) == errno.ENODEV else None
-        return _error(action, exc, missing)
+        missing = await self._missing_interface() if error_code(exc) == errno.ENODEV else None
+        return netlink_error(action, exc, missing)
 
     async def _missing_interface(self) -> str:
         try:
@@ -164,7 +166,7 @@ class AddressManager:
         try:
             names = await _link_names(self._sock)
         except (NetlinkError, OSError) as exc:
-            raise _error(f"looking up interface {self.ifname}", exc) from exc
+            raise netlink_error(f"looking up interface {self.ifname}", exc) from exc
         for index, name in names.items():
             if name == self.ifname:
                 self._index = index
@@ -208,7 +210,7 @@ class AddressManager:
         try:
             await self._addr("add", vip, **extra)
         except (NetlinkError, OSError) as exc:
-            if _code(exc) == errno.EEXIST:
+            if error_code(exc) == errno.EEXIST:
                 return False
             raise await self._fail(f"adding {vip} to {self.ifname}", exc) from exc
         return True
@@ -222,7 +224,7 @@ class AddressManager:
         try:
             await self._addr("del", vip)
         except (NetlinkError, OSError) as exc:
-            if _code(exc) in (errno.EADDRNOTAVAIL, errno.ENOENT):
+            if error_code(exc) in (errno.EADDRNOTAVAIL, errno.ENOENT):
                 return False
             raise await self._fail(f"removing {vip} from {self.ifname}", exc) from exc
         return True
@@ -232,7 +234,7 @@ class AddressManager:
         try:
             links = [link async for link in await self._sock.link("dump")]
         except (NetlinkError, OSError) as exc:
-            raise _error(f"looking up interface {self.ifname}", exc) from exc
+            raise netlink_error(f"looking up interface {self.ifname}", exc) from exc
         for link in links:
             if link.get("ifname") == self.ifname:
                 flags = link.get("flags") or 0
@@ -245,19 +247,19 @@ class AddressManager:
         try:
             return [msg async for msg in await self._sock.addr("dump", index=index)]
         except (NetlinkError, OSError) as exc:
-            raise _error(f"listing addresses of {self.ifname}", exc) from exc
+            raise netlink_error(f"listing addresses of {self.ifname}", exc) from exc
 
     async def owned(self) -> set[VipInterface]:
         """Addresses on the interface tagged PGVIP_IFA_PROTO (ours, even from a past run)."""
         return {
-            _message_interface(msg)
+            message_interface(msg)
             for msg in await self._dump()
             if msg.get("proto") == PGVIP_IFA_PROTO
         }
 
     async def addresses(self) -> set[VipInterface]:
         """Every address on the interface, tagged or not."""
-        return {_message_interface(msg) for msg in await self._dump()}
+        return {message_interface(msg) for msg in await self._dump()}
 
     async def has(self, vip: VipInterface) -> bool:
         """True if `vip` (address and prefix length) is on the interface, tagged or not."""
@@ -285,12 +287,12 @@ async def release_all(
     A missing `ifname` raises AddressError; a missing extra interface is skipped.
     """
     released: list[ReleasedAddress] = []
-    ipr = await _connect(netns)
+    ipr = await connect(netns)
     try:
         try:
             names = await _link_names(ipr)
         except (NetlinkError, OSError) as exc:
-            raise _error("listing interfaces", exc) from exc
+            raise netlink_error("listing interfaces", exc) from exc
         by_name = {name: index for index, name in names.items()}
         if ifname not in by_name:
             raise AddressError(
@@ -300,11 +302,11 @@ async def release_all(
         try:
             messages = [msg async for msg in await ipr.addr("dump")]
         except (NetlinkError, OSError) as exc:
-            raise _error("listing addresses", exc) from exc
+            raise netlink_error("listing addresses", exc) from exc
         for msg in messages:
             if msg.get("proto") != PGVIP_IFA_PROTO or msg["index"] not in wanted:
                 continue
-            vip = _message_interface(msg)
+            vip = message_interface(msg)
             name = wanted[msg["index"]]
             try:
                 await ipr.addr(
@@ -313,159 +315,8 @@ async def release_all(
             except NetlinkError as exc:
                 if exc.code in (errno.EADDRNOTAVAIL, errno.ENOENT):
                     continue  # gone meanwhile (a link flap): already released
-                raise _error(f"removing {vip} from {name}", exc) from exc
+                raise netlink_error(f"removing {vip} from {name}", exc) from exc
             released.append(ReleasedAddress(name, vip))
     finally:
         ipr.close()
     return released
-
-
-# -- notifications ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LinkChanged:
-    """A link appeared, changed state, or was removed."""
-
-    ifname: str
-    index: int
-    up: bool  # administratively up (IFF_UP)
-    carrier: bool  # lower layer up (IFF_LOWER_UP)
-    removed: bool = False
-
-
-@dataclass(frozen=True)
-class AddressChanged:
-    """An address was added to or removed from a link."""
-
-    ifname: str | None  # None if the link was unknown (already gone)
-    index: int
-    address: VipInterface
-    added: bool
-    tagged: bool  # carries PGVIP_IFA_PROTO
-
-
-@dataclass(frozen=True)
-class EventsLost:
-    """The kernel dropped notifications (socket overrun): reconcile everything."""
-
-    reason: str
-
-
-Notification = LinkChanged | AddressChanged | EventsLost
-
-WATCH_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
-
-
-class AddressWatcher:
-    """Async iterator of link and address notifications for a namespace (default: current).
-
-    `async with AddressWatcher() as watcher: async for note in watcher: ...`. A link that
-    re-announces the same up/carrier state is reported once.
-    """
-
-    def __init__(self, netns: str | None = None, *, rcvbuf: int = 1 << 20) -> None:
-        self.netns = netns
-        self.rcvbuf = rcvbuf
-        self._ipr: AsyncIPRoute | None = None
-        self._names: dict[int, str] = {}
-        self._link_state: dict[int, tuple[bool, bool]] = {}
-        self._pending: deque[Notification] = deque()
-        self._closed = False
-
-    async def __aenter__(self) -> AddressWatcher:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def open(self) -> None:
-        self._closed = False
-        ipr = await _connect(self.netns, groups=WATCH_GROUPS, rcvbuf=self.rcvbuf)
-        try:
-            # Subscribe before the dump, so that no change falls between the two.
-            await ipr.bind()
-            links = [link async for link in await ipr.link("dump")]
-        except (NetlinkError, OSError) as exc:
-            ipr.close()
-            raise _error("subscribing to link and address notifications", exc) from exc
-        self._ipr = ipr
-        self._names = {}
-        self._link_state = {}
-        for link in links:
-            self._names[link["index"]] = link.get("ifname")
-            self._link_state[link["index"]] = self._state(link)
-
-    def close(self) -> None:
-        self._closed = True
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
-
-    def ifname(self, index: int) -> str | None:
-        return self._names.get(index)
-
-    def link_state(self, ifname: str) -> tuple[bool, bool] | None:
-        """(up, carrier) of `ifname` as last seen, or None if it does not exist."""
-        for index, name in self._names.items():
-            if name == ifname:
-                return self._link_state.get(index, (False, False))
-        return None
-
-    def __aiter__(self) -> AddressWatcher:
-        return self
-
-    async def __anext__(self) -> Notification:
-        while not self._pending:
-            if self._closed or self._ipr is None:
-                raise StopAsyncIteration
-            try:
-                batch = [msg async for msg in self._ipr.get()]
-            except (NetlinkError, OSError) as exc:
-                if self._closed:
-                    raise StopAsyncIteration from exc
-                # An overrun (ENOBUFS) leaves the socket unusable: start over, and say so.
-                code = _code(exc)
-                self._ipr.close()
-                self._ipr = None
-                await self.open()
-                return EventsLost(f"notification socket error: {os.strerror(code or 0)}")
-            for msg in batch:
-                note = self._translate(msg)
-                if note is not None:
-                    self._pending.append(note)
-        return self._pending.popleft()
-
-    @staticmethod
-    def _state(link: Any) -> tuple[bool, bool]:
-        flags = link.get("flags") or 0
-        return bool(flags & IFF_UP), bool(flags & IFF_LOWER_UP)
-
-    def _translate(self, msg: Any) -> Notification | None:
-        event = msg.get("event")
-        if event in ("RTM_NEWLINK", "RTM_DELLINK"):
-            index = msg["index"]
-            name = msg.get("ifname") or self._names.get(index) or str(index)
-            state = self._state(msg)
-            if event == "RTM_DELLINK":
-                self._names.pop(index, None)
-                self._link_state.pop(index, None)
-                return LinkChanged(name, index, False, False, removed=True)
-            self._names[index] = name
-            if self._link_state.get(index) == state:
-                return None
-            self._link_state[index] = state
-            return LinkChanged(name, index, state[0], state[1])
-        if event in ("RTM_NEWADDR", "RTM_DELADDR"):
-            if msg.get("family") not in (socket.AF_INET, socket.AF_INET6):
-                return None
-            index = msg["index"]
-            return AddressChanged(
-                ifname=self._names.get(index),
-                index=index,
-                address=_message_interface(msg),
-                added=event == "RTM_NEWADDR",
-                tagged=msg.get("proto") == PGVIP_IFA_PROTO,
-            )
-        return None

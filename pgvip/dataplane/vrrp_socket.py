@@ -1,55 +1,38 @@
 """Raw IP protocol-112 sockets carrying VRRPv3 on one interface, multicast or to unicast peers.
 
 Bytes in and out only (the codec is pgvip.vrrp.packet). Multicast needs two sockets: a raw
-socket bound to our unicast source never sees the group's traffic, so a second one joins it.
+socket bound to our unicast source never sees the group's traffic, so a second one joins it;
+`vrrp_sockopts` opens them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import ipaddress
 import socket
 import struct
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, cast
 
 from pgvip.dataplane.privileges import describe_missing_interface
-from pgvip.vrrp.packet import (
-    IPPROTO_VRRP,
-    VRRP_MCAST_V4,
-    VRRP_MCAST_V6,
-    VRRP_TTL,
-    VrrpPacketError,
-    parse_ipv4_datagram,
+from pgvip.dataplane.vrrp_sockopts import (
+    VrrpSocketError,
+    describe_os_error,
+    open_v4,
+    open_v6,
+    socket_error,
 )
+from pgvip.vrrp.packet import VRRP_MCAST_V4, VRRP_MCAST_V6, VrrpPacketError, parse_ipv4_datagram
 
 IPAddress = IPv4Address | IPv6Address
-
-# Linux values the socket module does not export.
-IP_MULTICAST_ALL = 49
-IPV6_MULTICAST_ALL = 29
-SO_ATTACH_FILTER = 26
-VRRP_CHECKSUM_OFFSET = 6  # for IPV6_CHECKSUM: the kernel computes and verifies it
 
 _BUFSIZE = 8192  # 60-byte IPv4 header + 8 + 255 * 16 address bytes fits with room to spare
 _ANCBUFSIZE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20)  # hop limit + in6_pktinfo
 _IN6_PKTINFO = struct.Struct("=16sI")
-_IP_MREQN = struct.Struct("=4s4si")
-_IPV6_MREQ = struct.Struct("=16sI")
-
-
-class VrrpSocketError(RuntimeError):
-    """Opening, sending on or reading a VRRP socket failed; the message says which and why."""
-
-    def __init__(self, message: str, *, code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -60,39 +43,6 @@ class Received:
     src: IPAddress
     dst: IPAddress
     ttl: int | None  # IPv4 TTL or IPv6 hop limit; RFC 5798 requires 255
-
-
-def _reason(ifname: str, exc: OSError) -> str:
-    code = exc.errno
-    if code in (errno.EPERM, errno.EACCES):
-        return "raw socket for VRRP needs CAP_NET_RAW (permission denied)"
-    if code in (errno.ENODEV, errno.ENXIO):
-        return describe_missing_interface(ifname)
-    if code == errno.EADDRNOTAVAIL:
-        return "the address is not configured here (or is still tentative during IPv6 DAD)"
-    if code == errno.ENETDOWN:
-        return f"interface {ifname} is down"
-    return exc.strerror or str(exc)
-
-
-def _socket_error(what: str, ifname: str, exc: OSError) -> VrrpSocketError:
-    return VrrpSocketError(f"{what} failed: {_reason(ifname, exc)}", code=exc.errno)
-
-
-@contextmanager
-def _step(what: str, ifname: str) -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        raise _socket_error(what, ifname, exc) from exc
-
-
-def _drop_all_input(sock: socket.socket) -> None:
-    # A send-only raw socket still matches incoming proto-112 packets to its address; a
-    # one-instruction BPF "return 0" keeps it from queueing them (the kernel copies it).
-    program = ctypes.create_string_buffer(struct.pack("=HBBI", 0x06, 0, 0, 0))  # BPF_RET|BPF_K
-    fprog = struct.pack("@HP", 1, ctypes.addressof(program))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
 def _normalise_family(family: int) -> int:
@@ -229,9 +179,9 @@ class VrrpSocket:
             raise VrrpSocketError(describe_missing_interface(ifname), code=errno.ENODEV) from None
         if isinstance(src, IPv4Address):
             v4peers = tuple(p for p in peers if isinstance(p, IPv4Address))
-            tx, rx = _open_v4(ifname, ifindex, src, v4peers)
+            tx, rx = open_v4(ifname, ifindex, src, v4peers)
         else:
-            tx, rx = _open_v6(ifname, ifindex, src, bool(peers))
+            tx, rx = open_v6(ifname, ifindex, src, bool(peers))
         return cls(ifname=ifname, ifindex=ifindex, source=src, unicast_peers=peers, tx=tx, rx=rx)
 
     async def __aenter__(self) -> VrrpSocket:
@@ -256,7 +206,7 @@ class VrrpSocket:
                 self._tx.sendto(payload, self._destination(dst))
             except OSError as exc:
                 code = exc.errno
-                failures.append(f"{dst}: {_reason(self.ifname, exc)}")
+                failures.append(f"{dst}: {describe_os_error(self.ifname, exc)}")
             else:
                 self.sent += 1
         if failures:
@@ -271,9 +221,9 @@ class VrrpSocket:
         try:
             self._tx.sendto(payload, self._destination(dst))
         except OSError as exc:
+            reason = describe_os_error(self.ifname, exc)
             raise VrrpSocketError(
-                f"sending VRRP on {self.ifname} failed: {dst}: {_reason(self.ifname, exc)}",
-                code=exc.errno,
+                f"sending VRRP on {self.ifname} failed: {dst}: {reason}", code=exc.errno
             ) from exc
         self.sent += 1
 
@@ -288,7 +238,7 @@ class VrrpSocket:
                 await self._readable()
                 continue
             except OSError as exc:
-                raise _socket_error(f"reading VRRP on {self.ifname}", self.ifname, exc) from exc
+                raise socket_error(f"reading VRRP on {self.ifname}", self.ifname, exc) from exc
             received = self._accept(data, ancdata, flags, address)
             if received is not None:
                 self.received += 1
@@ -348,98 +298,3 @@ class VrrpSocket:
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-def _raw_socket(family: int, ifname: str) -> socket.socket:
-    with _step("opening a raw IP protocol 112 socket", ifname):
-        sock = socket.socket(family, socket.SOCK_RAW, IPPROTO_VRRP)
-    try:
-        sock.setblocking(False)
-        with _step(f"binding the VRRP socket to device {ifname}", ifname):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _open_v4(
-    ifname: str, ifindex: int, source: IPv4Address, peers: tuple[IPv4Address, ...]
-) -> tuple[socket.socket, socket.socket]:
-    opened: list[socket.socket] = []
-    try:
-        tx = _raw_socket(socket.AF_INET, ifname)
-        opened.append(tx)
-        with _step(f"binding the VRRP socket to {source}", ifname):
-            tx.bind((str(source), 0))
-        with _step("setting the VRRP TTL to 255", ifname):
-            tx.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, VRRP_TTL)
-        if peers:
-            # Everything a peer sends is addressed to our source: one socket does both.
-            return tx, tx
-        with _step(f"selecting {ifname} for multicast", ifname):
-            mreqn = _IP_MREQN.pack(b"\x00" * 4, source.packed, ifindex)
-            tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
-            tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, VRRP_TTL)
-            tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
-            _drop_all_input(tx)
-        rx = _raw_socket(socket.AF_INET, ifname)
-        opened.append(rx)
-        with _step(f"binding the VRRP socket to {VRRP_MCAST_V4}", ifname):
-            rx.bind((str(VRRP_MCAST_V4), 0))
-        with _step(f"joining {VRRP_MCAST_V4} on {ifname}", ifname):
-            mreqn = _IP_MREQN.pack(VRRP_MCAST_V4.packed, b"\x00" * 4, ifindex)
-            rx.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
-            # Otherwise a raw socket gets every group any socket on the host has joined.
-            rx.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-        return tx, rx
-    except BaseException:
-        for sock in opened:
-            sock.close()
-        raise
-
-
-def _open_v6(
-    ifname: str, ifindex: int, source: IPv6Address, unicast: bool
-) -> tuple[socket.socket, socket.socket]:
-    opened: list[socket.socket] = []
-    try:
-        tx = _raw_socket(socket.AF_INET6, ifname)
-        opened.append(tx)
-        with _step("setting the VRRP checksum offset", ifname):
-            tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_CHECKSUM, VRRP_CHECKSUM_OFFSET)
-        with _step(f"binding the VRRP socket to {source}", ifname):
-            tx.bind((str(source), 0, 0, ifindex))
-        with _step("setting the VRRP hop limit to 255", ifname):
-            tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, VRRP_TTL)
-        if unicast:
-            _enable_recv_info(tx, ifname)
-            return tx, tx
-        with _step(f"selecting {ifname} for multicast", ifname):
-            tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
-            tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, VRRP_TTL)
-            tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
-            _drop_all_input(tx)
-        rx = _raw_socket(socket.AF_INET6, ifname)
-        opened.append(rx)
-        with _step("setting the VRRP checksum offset", ifname):
-            rx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_CHECKSUM, VRRP_CHECKSUM_OFFSET)
-        with _step(f"binding the VRRP socket to {VRRP_MCAST_V6}", ifname):
-            rx.bind((str(VRRP_MCAST_V6), 0, 0, ifindex))
-        with _step(f"joining {VRRP_MCAST_V6} on {ifname}", ifname):
-            mreq = _IPV6_MREQ.pack(VRRP_MCAST_V6.packed, ifindex)
-            rx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
-            rx.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
-        _enable_recv_info(rx, ifname)
-        return tx, rx
-    except BaseException:
-        for sock in opened:
-            sock.close()
-        raise
-
-
-def _enable_recv_info(sock: socket.socket, ifname: str) -> None:
-    # IPv6 raw reads carry no header: the hop limit and destination come as ancillary data.
-    with _step("requesting the hop limit and destination of received packets", ifname):
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)

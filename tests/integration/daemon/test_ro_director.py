@@ -22,7 +22,7 @@ import pytest
 
 from pgvip.daemon.director import Director, psycopg_probe
 from pgvip.dataplane.addresses import AddressManager
-from pgvip.dataplane.nftables import NftablesLoadBalancer
+from pgvip.dataplane.balancer.nftables import NftablesLoadBalancer
 from pgvip.patroni.client import PatroniClient
 from pgvip.vrrp.actions import Transition
 from pgvip.vrrp.states import State

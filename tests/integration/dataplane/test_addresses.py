@@ -11,15 +11,17 @@ from typing import Any
 import pytest
 from pyroute2 import AsyncIPRoute
 
-from pgvip.dataplane.addresses import (
-    PGVIP_IFA_PROTO,
+from pgvip.dataplane.address_watcher import (
     AddressChanged,
-    AddressError,
-    AddressManager,
     AddressWatcher,
     EventsLost,
     LinkChanged,
     Notification,
+)
+from pgvip.dataplane.addresses import (
+    PGVIP_IFA_PROTO,
+    AddressError,
+    AddressManager,
     ReleasedAddress,
     release_all,
 )

@@ -10,7 +10,8 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 import pytest
 
 from pgvip.dataplane.privileges import CAP_NET_RAW
-from pgvip.dataplane.vrrp_socket import Received, VrrpSocket, VrrpSocketError
+from pgvip.dataplane.vrrp_socket import Received, VrrpSocket
+from pgvip.dataplane.vrrp_sockopts import VrrpSocketError
 from pgvip.vrrp.packet import VRRP_MCAST_V4, VRRP_MCAST_V6, Advert, decode, encode
 
 from .conftest import NetLab, drop_effective_capabilities, run_in_netns, start_in_netns

@@ -14,9 +14,10 @@ from ipaddress import IPv4Address, IPv4Interface
 import pytest
 
 from pgvip.dataplane.addresses import PGVIP_IFA_PROTO, AddressManager
-from pgvip.dataplane.ipvs import setup_real_server, teardown_real_server
-from pgvip.dataplane.loadbalancer import LoadBalancerError, RealServer, VirtualService
-from pgvip.dataplane.nftables import NftablesLoadBalancer, build_document, normalise
+from pgvip.dataplane.balancer import LoadBalancerError, RealServer, VirtualService
+from pgvip.dataplane.balancer.nft_ruleset import build_document, normalise
+from pgvip.dataplane.balancer.nftables import NftablesLoadBalancer
+from pgvip.dataplane.balancer.realserver import setup_real_server, teardown_real_server
 
 from .conftest import PORT, VIP4, VIP6, RoLab
 

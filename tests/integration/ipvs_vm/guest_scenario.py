@@ -259,13 +259,10 @@ DIRECTOR_SYSCTLS = (
 
 # -- the scenario ------------------------------------------------------------------------
 async def scenario(results: dict[str, Any], step: Callable[[str], Any]) -> None:
-    from pgvip.dataplane.ipvs import plan, setup_real_server, teardown_real_server
-    from pgvip.dataplane.loadbalancer import (
-        RealServer,
-        choose_dataplane,
-        ipvs_available,
-        virtual_service,
-    )
+    from pgvip.dataplane.balancer import RealServer, virtual_service
+    from pgvip.dataplane.balancer.choice import choose_dataplane, ipvs_available
+    from pgvip.dataplane.balancer.ipvs_plan import plan
+    from pgvip.dataplane.balancer.realserver import setup_real_server, teardown_real_server
 
     def servers(backends: dict[str, str], weights: dict[str, int]) -> list[RealServer]:
         return [RealServer(ipaddress.ip_address(backends[n]), PORT, w) for n, w in weights.items()]
@@ -418,8 +415,8 @@ async def main() -> int:
         # Timed apart from the steps: under TCG the imports are a large share of the run.
         import pyroute2  # noqa: F401
 
-        import pgvip.dataplane.ipvs  # noqa: F401
-        import pgvip.dataplane.nftables  # noqa: F401
+        import pgvip.dataplane.balancer.choice  # noqa: F401
+        import pgvip.dataplane.balancer.realserver  # noqa: F401
 
         results["timings"]["import_s"] = round(time.monotonic() - t0, 2)
         await scenario(results, step)

@@ -19,9 +19,9 @@ import pytest
 
 # Imported here so the host writes fresh .pyc files the read-only guest can use: compiling
 # them under TCG would cost seconds.
-import pgvip.dataplane.ipvs  # noqa: F401
-import pgvip.dataplane.nftables  # noqa: F401
-from pgvip.dataplane.loadbalancer import RealServer, virtual_service
+import pgvip.dataplane.balancer.choice  # noqa: F401
+import pgvip.dataplane.balancer.realserver  # noqa: F401
+from pgvip.dataplane.balancer import RealServer, virtual_service
 from tests.integration.ipvs_vm import guest_scenario as g
 from tests.integration.ipvs_vm.conftest import REPO, TIMINGS
 

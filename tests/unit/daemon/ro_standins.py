@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from pgvip.config import RoConfig
-from pgvip.dataplane.loadbalancer import LoadBalancerError, VirtualService
+from pgvip.dataplane.balancer import LoadBalancerError, VirtualService
 
 
 class Clock:

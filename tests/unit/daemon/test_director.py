@@ -23,7 +23,7 @@ from pgvip.daemon.director import (
     DirectorError,
     psycopg_probe,
 )
-from pgvip.dataplane.loadbalancer import IPAddress, RealServer, VirtualService
+from pgvip.dataplane.balancer import IPAddress, RealServer, VirtualService
 from pgvip.patroni.client import PatroniClient
 from pgvip.vrrp.actions import Transition
 from pgvip.vrrp.states import State

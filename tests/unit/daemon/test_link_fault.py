@@ -16,7 +16,7 @@ from typing import Any
 from pgvip.daemon.instance_runner import AnnounceSettings, InstanceRunner
 from pgvip.daemon.notify import Notifier
 from pgvip.daemon.reconciler import Reconciler
-from pgvip.dataplane.addresses import EventsLost, LinkChanged
+from pgvip.dataplane.address_watcher import EventsLost, LinkChanged
 from pgvip.status.metrics import Metrics
 from pgvip.vrrp.events import EligibilityChanged
 from pgvip.vrrp.instance import State, VrrpInstance

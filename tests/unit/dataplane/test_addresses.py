@@ -6,15 +6,8 @@ from ipaddress import ip_interface
 
 import pytest
 
-from pgvip.dataplane.addresses import (
-    IFF_LOWER_UP,
-    IFF_UP,
-    PGVIP_IFA_PROTO,
-    AddressChanged,
-    AddressManager,
-    AddressWatcher,
-    LinkChanged,
-)
+from pgvip.dataplane.address_watcher import AddressChanged, AddressWatcher, LinkChanged
+from pgvip.dataplane.addresses import IFF_LOWER_UP, IFF_UP, PGVIP_IFA_PROTO, AddressManager
 
 
 def watcher_knowing(names: dict[int, str]) -> AddressWatcher:

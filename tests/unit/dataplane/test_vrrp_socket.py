@@ -13,11 +13,11 @@ import pytest
 from pgvip.dataplane.vrrp_socket import (
     Received,
     VrrpSocket,
-    VrrpSocketError,
     drop_reason,
     parse_v4,
     parse_v6,
 )
+from pgvip.dataplane.vrrp_sockopts import VrrpSocketError
 from pgvip.vrrp.packet import VRRP_MCAST_V4, VRRP_MCAST_V6, VrrpPacketError
 
 SRC = IPv4Address("192.0.2.1")

@@ -15,8 +15,16 @@ import pytest
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic.ipvs import ipvsmsg
 
-from pgvip.dataplane import ipvs as ipvs_mod
-from pgvip.dataplane.ipvs import (
+from pgvip.dataplane.balancer import LoadBalancer, LoadBalancerError, RealServer, VirtualService
+from pgvip.dataplane.balancer import ipvs as ipvs_mod
+from pgvip.dataplane.balancer.choice import ipvs_available
+from pgvip.dataplane.balancer.ipvs import (
+    IpvsLoadBalancer,
+    dest_request,
+    execute,
+    service_request,
+)
+from pgvip.dataplane.balancer.ipvs_plan import (
     AddDest,
     AddService,
     DelDest,
@@ -24,24 +32,13 @@ from pgvip.dataplane.ipvs import (
     Dest,
     EditDest,
     EditService,
-    IpvsLoadBalancer,
     Service,
-    dest_request,
-    execute,
     parse_dest,
     parse_service,
     plan,
-    real_server_sysctls,
-    service_request,
     to_virtual_service,
 )
-from pgvip.dataplane.loadbalancer import (
-    LoadBalancer,
-    LoadBalancerError,
-    RealServer,
-    VirtualService,
-    ipvs_available,
-)
+from pgvip.dataplane.balancer.realserver import real_server_sysctls
 
 A = ip_address
 VIP = A("10.20.30.49")

@@ -8,18 +8,17 @@ from typing import Any
 
 import pytest
 
-from pgvip.dataplane.ipvs import IpvsLoadBalancer
-from pgvip.dataplane.loadbalancer import (
+from pgvip.dataplane.balancer import (
     LoadBalancer,
     LoadBalancerError,
     RealServer,
     VirtualService,
-    choose_dataplane,
-    ipvs_available,
-    run_command,
     virtual_service,
 )
-from pgvip.dataplane.nftables import NftablesLoadBalancer
+from pgvip.dataplane.balancer.choice import choose_dataplane, ipvs_available
+from pgvip.dataplane.balancer.ipvs import IpvsLoadBalancer
+from pgvip.dataplane.balancer.nftables import NftablesLoadBalancer
+from pgvip.dataplane.command import run_command
 from pgvip.policy.backends import Backend
 
 A = ip_address

@@ -13,19 +13,18 @@ from typing import Any
 
 import pytest
 
-from pgvip.dataplane.loadbalancer import LoadBalancer, LoadBalancerError, RealServer, VirtualService
-from pgvip.dataplane.nftables import (
+from pgvip.dataplane.balancer import LoadBalancer, LoadBalancerError, RealServer, VirtualService
+from pgvip.dataplane.balancer.nft_readback import parse_table
+from pgvip.dataplane.balancer.nft_ruleset import (
     CONNECTION_ATTEMPT,
     MAX_SLOTS,
-    NftablesLoadBalancer,
-    apply_sysctls,
     build_document,
     check,
     normalise,
-    parse_table,
-    required_sysctls,
     slots,
 )
+from pgvip.dataplane.balancer.nftables import NftablesLoadBalancer, required_sysctls
+from pgvip.dataplane.sysctl import apply_sysctls
 
 A = ip_address
 VIP = A("10.20.30.49")
