@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, TextIO
 
-from pgvip.lab import probe as probe_mod
+from pgvip.lab import samples as probe_samples
 from pgvip.lab.errors import LabError
 from pgvip.lab.layout import LabLayout
 from pgvip.lab.sampler import VipSampler
@@ -141,13 +141,13 @@ def measure(
     if result.t_event is None or result.t_end is None:
         return
     t0, t1 = result.t_event, result.t_end
-    for target in probe_mod.TARGETS:
+    for target in probe_samples.TARGETS:
         result.worked[target] = worked_before(samples, target, t0)
-        found = probe_mod.gaps(samples, target, since=t0, until=t1)
+        found = probe_samples.gaps(samples, target, since=t0, until=t1)
         # An outage that started before the fault belongs to an earlier scenario.
         found = [g for g in found if g.first_fail >= t0]
         result.recovered_paths[target] = all(g.recovered for g in found)
-        gap = probe_mod.longest_gap(found)
+        gap = probe_samples.longest_gap(found)
         setattr(result, f"{target}_gap", gap)
     before = [h for t, h in rw_timeline if t <= t0]
     during = [h for t, h in rw_timeline if t0 < t <= t1]
@@ -270,7 +270,7 @@ class _Timeline:
     def _run(self) -> None:
         rw, ro = self.layout.rw_vip, self.layout.ro_vip
         for raw in self.stream:
-            sample = probe_mod.parse_line(raw)
+            sample = probe_samples.parse_line(raw)
             if sample is None:
                 continue
             if self.raw is not None:
