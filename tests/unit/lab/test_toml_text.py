@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from pgvip.lab.toml_text import TomlValueError, toml_text
 
 
 def test_sections_and_values_parse_back() -> None:
-    doc = {
+    doc: dict[str, dict[str, Any]] = {
         "vrrp": {"interface": "eth0", "advert_int": 20, "preempt": True, "delay": 0.5},
         "odd section": {"key with space": 'q"uote\\back\nline\ttab\x01', "path": Path("/run/x")},
         "lists": {"hosts": ["a", "b"], "empty": []},
