@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from pgvip.lab.attempts import PgAttempts, SampleLoop
 from pgvip.lab.layout import SUPERUSER, SUPERUSER_PASSWORD
-from pgvip.lab.probe import PgAttempts, SampleLoop
 
 TABLE = "pgvip_bench"
 NODE_SQL = "current_setting('pgvip.node', true)"

@@ -17,7 +17,7 @@ from typing import Any
 
 from benchmarks.contenders import Endpoint
 from pgvip.lab.cluster import Lab
-from pgvip.lab.probe import parse_line
+from pgvip.lab.samples import parse_line
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

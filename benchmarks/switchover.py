@@ -14,11 +14,11 @@ from benchmarks.contenders import Contender, ContenderError, Endpoint
 from benchmarks.recorder import ChangePoller, ClientRun
 from pgvip.lab import processes
 from pgvip.lab.cluster import Lab
-from pgvip.lab.demo import new_leader_within
 from pgvip.lab.errors import LabError
 from pgvip.lab.layout import SUPERUSER, SUPERUSER_PASSWORD
 from pgvip.lab.readiness import LEADER_ROLES
 from pgvip.lab.sampler import VipSampler
+from pgvip.lab.scenarios import new_leader_within
 
 RW_SCENARIOS = ("switchover", "kill")
 FAILOVER_TIMEOUT = 60.0

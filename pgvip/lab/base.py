@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
-from pgvip.lab import netns, processes, render
+from pgvip.lab import etcd_config, netns, processes, render
 from pgvip.lab.errors import LabError
 from pgvip.lab.layout import (
     LabLayout,
@@ -19,7 +19,7 @@ from pgvip.lab.processes import ProcessId
 from pgvip.lab.state import ProcessEntry, StateError, StateStore, process_key
 
 DEFAULT_PG_BIN = render.DEFAULT_PG_BIN
-ETCD_BIN = Path(render.DEFAULT_ETCD_BIN)
+ETCD_BIN = Path(etcd_config.DEFAULT_ETCD_BIN)
 DAEMONS = ("etcd", "patroni", "pgvip")
 KILLABLE = (*DAEMONS, "postgres")
 POLL_INTERVAL = 0.25

@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from pgvip.lab import netns, processes, render
+from pgvip.lab import etcd_config, netns, processes
 from pgvip.lab.base import DAEMONS, ETCD_BIN, KILLABLE, LabBase
 from pgvip.lab.errors import LabError, oserror_text, user_errors
 from pgvip.lab.processes import ProcessId
@@ -58,7 +58,7 @@ class Faults(LabBase):
     def _argv(self, host: str, what: str) -> tuple[list[str], Path]:
         """Command line and working directory of a daemon."""
         if what == "etcd":
-            return render.etcd_argv(self.layout, etcd_bin=str(ETCD_BIN)), self.layout.base_dir
+            return etcd_config.etcd_argv(self.layout, etcd_bin=str(ETCD_BIN)), self.layout.base_dir
         node_dir = self.layout.node_dir(host)
         if what == "patroni":
             # setpriv and env exec in place: the recorded PID is Patroni's own.

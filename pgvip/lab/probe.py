@@ -2,25 +2,26 @@
 through the RO VIP and, for comparison, writes straight to the node Patroni calls leader.
 
 Run it inside the client namespace (`ip netns exec <prefix>-client python -m pgvip.lab.probe`);
-it prints one JSON line per sample. The line format and the gap analysis are pure functions.
+it prints one JSON line per sample. The line format and the gap analysis live in
+pgvip.lab.samples, the timed attempts and the sampling loop in pgvip.lab.attempts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import click
 
+from pgvip.lab.attempts import PgAttempts, SampleLoop
 from pgvip.lab.layout import (
     DEFAULT_NODES,
     DEFAULT_SUBNET,
@@ -30,16 +31,11 @@ from pgvip.lab.layout import (
     LabLayout,
     LayoutError,
 )
+from pgvip.lab.samples import TARGETS, ProbeError
 
 PROBE_TABLE = "pgvip_probe"
 # The node-name setting pgvip.lab.render gives each PostgreSQL (NULL where it is not set).
 NODE_QUERY = "current_setting('pgvip.node', true)"
-TARGETS = ("rw", "ro", "leader")
-ERROR_TEXT_MAX = 120
-
-
-class ProbeError(ValueError):
-    """The probe was given settings it cannot run with."""
 
 
 # -- settings --------------------------------------------------------------
@@ -165,283 +161,6 @@ def _config(
     )
 
 
-# -- pure parts: errors, lines, leader, gaps ---------------------------------------
-
-
-def classify_error(exc: BaseException) -> str:
-    """A short 'label: detail' for a failed attempt; the label is stable for grouping."""
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return "timeout"
-    text = " ".join(str(exc).split())
-    lowered = text.lower()
-    # What the network said wins over a generic connection-failure SQLSTATE (08xxx).
-    network = {
-        "connection refused": "refused",
-        "no route to host": "unreachable",
-        "network is unreachable": "unreachable",
-        "connection timed out": "timeout",
-        "connection reset": "reset",
-    }
-    label = next((v for k, v in network.items() if k in lowered), None)
-    if label is None:
-        label = {
-            "25006": "read_only",
-            "57P01": "admin_shutdown",
-            "57P02": "crash_shutdown",
-            "57P03": "cannot_connect_now",
-            "28P01": "auth",
-            "28000": "auth",
-            "08006": "connection",
-        }.get(getattr(exc, "sqlstate", None) or "")
-    if label is None:
-        if "password authentication failed" in lowered:
-            label = "auth"
-        elif "read-only" in lowered:
-            label = "read_only"
-        elif "terminating connection" in lowered or "server closed the connection" in lowered:
-            label = "connection"
-        elif "no leader" in lowered:
-            label = "no_leader"
-        else:
-            label = type(exc).__name__
-    detail = text[:ERROR_TEXT_MAX]
-    return f"{label}: {detail}" if detail and detail != label else label
-
-
-def leader_from_cluster(doc: Any) -> tuple[str, str] | None:
-    """(name, host) of the running leader in a Patroni /cluster answer, or None."""
-    if not isinstance(doc, Mapping):
-        return None
-    for member in doc.get("members") or ():
-        if not isinstance(member, Mapping):
-            continue
-        if member.get("role") in ("leader", "master", "primary") and member.get("host"):
-            return str(member.get("name")), str(member["host"])
-    return None
-
-
-def format_sample(sample: Mapping[str, Any]) -> str:
-    """One compact JSON line (no spaces, stable key order)."""
-    return json.dumps(sample, separators=(",", ":"), sort_keys=False)
-
-
-def parse_line(line: str) -> dict[str, Any] | None:
-    """A probe output line as a dict; None for anything that is not a sample."""
-    try:
-        doc = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(doc, dict) or "t" not in doc or "seq" not in doc:
-        return None
-    return doc
-
-
-@dataclass(frozen=True)
-class Gap:
-    """`target` failed from `first_fail` on; `last_ok` and `first_ok` bracket the outage.
-
-    `duration` = first_ok - last_ok: the time between the starts of the last success before
-    and the first success after, which overstates the outage by at most one interval.
-    `first_ok`/`duration` are None if it never recovered within the samples.
-    """
-
-    target: str
-    last_ok: float | None
-    first_fail: float
-    first_ok: float | None
-    failures: int
-
-    @property
-    def duration(self) -> float | None:
-        if self.first_ok is None:
-            return None
-        start = self.last_ok if self.last_ok is not None else self.first_fail
-        return self.first_ok - start
-
-    @property
-    def recovered(self) -> bool:
-        return self.first_ok is not None
-
-
-def gaps(
-    samples: Iterable[Mapping[str, Any]],
-    target: str,
-    *,
-    since: float | None = None,
-    until: float | None = None,
-) -> list[Gap]:
-    """Outages of `target` ('rw', 'ro' or 'leader') among samples with since <= t < until.
-
-    Samples where the target was not probed (its `<target>_ok` is null) are ignored; the
-    samples may come in any order.
-    """
-    if target not in TARGETS:
-        raise ProbeError(f"unknown probe target {target!r}; one of {', '.join(TARGETS)}")
-    key = f"{target}_ok"
-    rows = sorted(
-        (s for s in samples if s.get(key) is not None),
-        key=lambda s: float(s["t"]),
-    )
-    found: list[Gap] = []
-    last_ok: float | None = None
-    fail_start: float | None = None
-    failures = 0
-    for s in rows:
-        t = float(s["t"])
-        if since is not None and t < since:
-            # Remember the last success before the window: an outage may straddle `since`.
-            if s[key]:
-                last_ok, fail_start, failures = t, None, 0
-            elif fail_start is None:
-                fail_start, failures = t, 1
-            else:
-                failures += 1
-            continue
-        if until is not None and t >= until:
-            break
-        if s[key]:
-            if fail_start is not None:
-                found.append(Gap(target, last_ok, fail_start, t, failures))
-                fail_start, failures = None, 0
-            last_ok = t
-        elif fail_start is None:
-            fail_start, failures = t, 1
-        else:
-            failures += 1
-    if fail_start is not None:
-        found.append(Gap(target, last_ok, fail_start, None, failures))
-    return found
-
-
-def longest_gap(gap_list: Sequence[Gap]) -> float | None:
-    """The longest recovered outage, 0.0 if there was none, None if one never recovered."""
-    if any(not g.recovered for g in gap_list):
-        return None
-    return max((g.duration or 0.0 for g in gap_list), default=0.0)
-
-
-# -- I/O: PostgreSQL attempts ------------------------------------------------
-
-
-async def _discard(conn: Any) -> None:
-    # A connection whose attempt failed or timed out may sit on a dead peer: never reuse it,
-    # and never let its close block the probe.
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(conn.close(), 0.5)
-
-
-Statement = Callable[[Any], Awaitable[dict[str, Any]]]  # connection -> fields of the line
-
-
-class PgAttempts:
-    """psycopg attempts, each under a hard asyncio deadline (psycopg, like libpq, raises any
-    connect_timeout below 2 s to 2 s). A writer keeps one idle connection per address; a
-    reader connects afresh every time, so a balancer's choice shows. Shared by this probe and
-    the benchmark client (benchmarks/client.py)."""
-
-    def __init__(
-        self, *, user: str, password: str, dbname: str, timeout: float, application_name: str
-    ) -> None:
-        self.user = user
-        self.password = password
-        self.dbname = dbname
-        self.timeout = timeout
-        self.application_name = application_name
-        self._idle: dict[tuple[str, int], Any] = {}
-
-    async def connect(self, host: str, port: int) -> Any:
-        import psycopg  # only the client processes pay for psycopg
-
-        return await psycopg.AsyncConnection.connect(
-            host=host,
-            port=port,
-            user=self.user,
-            password=self.password,
-            dbname=self.dbname,
-            # psycopg raises anything below 2 s to 2 s; the real deadline is ours (asyncio).
-            connect_timeout=max(2, math.ceil(self.timeout)),
-            # No SSL/GSS negotiation round trips: the lab has neither.
-            sslmode="disable",
-            gssencmode="disable",
-            application_name=self.application_name,
-            autocommit=True,
-        )
-
-    async def timed(
-        self,
-        prefix: str,
-        attempt: Callable[[], Awaitable[dict[str, Any]]],
-        on_error: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """`prefix_ok`, `prefix_err`, `prefix_ms`, and `prefix_<key>` for each field the attempt
-        returned (or for each of `on_error` when it failed)."""
-        start = time.monotonic()
-        try:
-            async with asyncio.timeout(self.timeout):
-                result = await attempt()
-            ok, err = True, None
-        except Exception as exc:
-            result, ok, err = dict(on_error or {}), False, classify_error(exc)
-        out = {
-            f"{prefix}_ok": ok,
-            f"{prefix}_err": err,
-            f"{prefix}_ms": round((time.monotonic() - start) * 1000, 1),
-        }
-        out.update({f"{prefix}_{k}": v for k, v in result.items()})
-        return out
-
-    async def write(
-        self,
-        host: str,
-        port: int,
-        prefix: str,
-        statement: Statement,
-        on_error: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """Run `statement` on the idle connection to host:port, or on a new one; keep the
-        connection only if the attempt succeeded."""
-        key = (host, port)
-        conn: Any = self._idle.pop(key, None)
-
-        async def attempt() -> dict[str, Any]:
-            nonlocal conn
-            if conn is None:
-                conn = await self.connect(host, port)
-            return await statement(conn)
-
-        result = await self.timed(prefix, attempt, on_error)
-        if conn is not None:
-            if result[f"{prefix}_ok"] and key not in self._idle:
-                self._idle[key] = conn
-            else:
-                await _discard(conn)
-        return result
-
-    async def read(
-        self,
-        host: str,
-        port: int,
-        prefix: str,
-        statement: Statement,
-        on_error: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """Run `statement` on a fresh connection to host:port, closed afterwards."""
-
-        async def attempt() -> dict[str, Any]:
-            conn = await self.connect(host, port)
-            try:
-                return await statement(conn)
-            finally:
-                await _discard(conn)
-
-        return await self.timed(prefix, attempt, on_error)
-
-    async def close(self) -> None:
-        conns, self._idle = list(self._idle.values()), {}
-        for conn in conns:
-            await _discard(conn)
-
-
 class _Pg:
     """The probe's statements: an INSERT through the RW VIP (and to the leader), a SELECT
     through the RO VIP; both say which server answered."""
@@ -501,141 +220,6 @@ class _Pg:
 
     async def close(self) -> None:
         await self.attempts.close()
-
-
-# -- I/O: who leads ----------------------------------------------------------
-
-
-class LeaderWatch:
-    """Polls Patroni's /cluster (first answering URL wins) every interval."""
-
-    def __init__(self, urls: Sequence[str], interval: float, timeout: float) -> None:
-        self.urls = list(urls)
-        self.interval = interval
-        self.timeout = min(timeout, 0.5)
-        self.leader: tuple[str, str] | None = None
-        self.error: str | None = "no answer from Patroni yet"
-        self._first = 0
-
-    async def run(self) -> None:
-        import aiohttp
-
-        timeout = aiohttp.ClientTimeout(total=self.timeout)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            while True:
-                started = time.monotonic()
-                await self.poll(session)
-                await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
-
-    async def poll(self, session: Any) -> None:
-        errors = []
-        for i in range(len(self.urls)):
-            index = (self._first + i) % len(self.urls)
-            url = self.urls[index].rstrip("/") + "/cluster"
-            try:
-                async with session.get(url) as resp:
-                    doc = await resp.json(content_type=None)
-            except Exception as exc:
-                errors.append(f"{url}: {classify_error(exc)}")
-                continue
-            self._first = index  # stick with a node that answers
-            self.leader = leader_from_cluster(doc)
-            self.error = None if self.leader else "no_leader: /cluster names no leader"
-            return
-        self.leader = None
-        self.error = "no Patroni answered: " + "; ".join(errors)
-
-
-# -- the sampling loop -------------------------------------------------------
-
-
-class SampleLoop:
-    """Starts `sample(seq, t)` every `interval` seconds and prints each line, in order of seq,
-    as one JSON line. Samples overlap during an outage: one starts every interval even while
-    earlier ones still wait out their deadline, so a recovery shows within one interval.
-    Subclasses (the probe, the benchmark client) say what a sample is."""
-
-    def __init__(
-        self,
-        *,
-        interval: float,
-        duration: float | None,
-        count: int | None,
-        pg: Any,
-        patroni_urls: Sequence[str],
-        timeout: float,
-        out: TextIO,
-    ) -> None:
-        self.interval = interval
-        self.duration = duration
-        self.count = count
-        self.pg = pg  # has `async close()`
-        # Who leads, for the writes straight to the leader; None: no leader writes.
-        self.watch = LeaderWatch(patroni_urls, interval, timeout) if patroni_urls else None
-        self.out = out
-        self._stop = asyncio.Event()
-        self.broken_pipe = False
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    async def sample(self, seq: int, t: float) -> dict[str, Any]:
-        raise NotImplementedError
-
-    async def run(self) -> int:
-        # Import now: a first import inside an attempt would stall the loop and the schedule.
-        import psycopg  # noqa: F401
-
-        if self.watch is not None:
-            import aiohttp  # noqa: F401
-
-        watcher = asyncio.create_task(self.watch.run()) if self.watch else None
-        pending: asyncio.Queue[asyncio.Task[dict[str, Any]] | None] = asyncio.Queue()
-        printer = asyncio.create_task(self._print(pending))
-        started = time.monotonic()
-        until = None if self.duration is None else started + self.duration
-        next_due = started
-        seq = 0
-        try:
-            while not self._stop.is_set():
-                if self.count is not None and seq >= self.count:
-                    break
-                if until is not None and time.monotonic() >= until:
-                    break
-                pending.put_nowait(asyncio.create_task(self.sample(seq, time.monotonic())))
-                seq += 1
-                next_due += self.interval
-                now = time.monotonic()
-                if next_due < now:  # fell behind (a slow machine): skip, never burst
-                    next_due = now
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), next_due - now)
-        finally:
-            pending.put_nowait(None)
-            await printer
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
-            await self.pg.close()
-        return 0
-
-    async def _print(self, pending: asyncio.Queue[asyncio.Task[dict[str, Any]] | None]) -> None:
-        # In order of seq: a line waits for its slowest attempt (at most the timeout).
-        while True:
-            task = await pending.get()
-            if task is None:
-                return
-            line = await task
-            if self.broken_pipe:
-                continue  # drain the attempts still in flight
-            try:
-                self.out.write(format_sample(line) + "\n")
-                self.out.flush()
-            except BrokenPipeError:
-                # The reader went away (the demo ended): stop quietly.
-                self.broken_pipe = True
-                self.stop()
 
 
 class Probe(SampleLoop):

@@ -2,20 +2,20 @@
 
 The netns lab and the Vagrant VMs use this one generator, so the two never drift apart;
 `python -m pgvip.lab.render --vagrant OUTDIR` writes the VM variant (stdlib + PyYAML only).
+etcd's settings are in pgvip.lab.etcd_config, the TOML writer in pgvip.lab.toml_text.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pgvip.lab.etcd_config import etcd_env
 from pgvip.lab.layout import (
     ETCD_CLIENT_PORT,
-    ETCD_PEER_PORT,
     PATRONI_PORT,
     PG_PORT,
     REPLICATION_PASSWORD,
@@ -24,9 +24,9 @@ from pgvip.lab.layout import (
     SUPERUSER_PASSWORD,
     LabLayout,
 )
+from pgvip.lab.toml_text import TomlValueError, toml_text
 
 DEFAULT_PG_BIN = "/usr/lib/postgresql/15/bin"
-DEFAULT_ETCD_BIN = "/usr/bin/etcd"
 
 # Patroni 4 raises a ttl below 20 to 20 anyway; retry_timeout must satisfy
 # loop_wait + 2 * retry_timeout <= ttl or Patroni demotes a healthy leader on a DCS hiccup.
@@ -278,100 +278,11 @@ def pgvip_document(
 def pgvip_config(layout: LabLayout, node: str, *, interface: str = "eth0", **overrides: Any) -> str:
     """The pgvip TOML of one node, in the format of deploy/pgvip.toml (see `pgvip_document`)."""
     doc = pgvip_document(layout, node, interface=interface, **overrides)
-    lines = [f"# pgvip configuration of {node}, rendered by pgvip.lab.render."]
-    for name, section in doc.items():
-        lines.append("")
-        lines.append(f"[{_toml_key(name)}]")
-        for key, value in section.items():
-            lines.append(f"{_toml_key(key)} = {_toml_value(value, f'{name}.{key}')}")
-    return "\n".join(lines) + "\n"
-
-
-def _toml_key(key: str) -> str:
-    if key and all(c.isalnum() or c in "_-" for c in key):
-        return key
-    return _toml_string(key)
-
-
-def _toml_string(text: str) -> str:
-    out = ['"']
-    for ch in text:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def _toml_value(value: Any, where: str) -> str:
-    # bool before int: bool is an int subclass.
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise RenderError(f"pgvip setting {where} must be a finite number, got {value!r}")
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, Path):
-        return _toml_string(str(value))
-    if isinstance(value, Sequence):
-        return "[" + ", ".join(_toml_value(v, where) for v in value) + "]"
-    raise RenderError(
-        f"pgvip setting {where} has a value TOML cannot carry here: {value!r} "
-        f"({type(value).__name__}); use a string, number, bool or list"
-    )
-
-
-# -- etcd ------------------------------------------------------------------
-
-
-def etcd_settings(layout: LabLayout, *, data_dir: str | Path | None = None) -> dict[str, str]:
-    """etcd's settings as flag name -> value; `etcd_argv` and `etcd_env` both derive from it."""
-    ip = layout.etcd_ip
-    peer = f"http://{ip}:{ETCD_PEER_PORT}"
-    return {
-        "name": "etcd",
-        "data-dir": str(data_dir if data_dir is not None else layout.etcd_dir),
-        # Loopback too, so an operator inside the etcd namespace/VM can use etcdctl as is.
-        "listen-client-urls": f"http://{ip}:{ETCD_CLIENT_PORT},http://127.0.0.1:{ETCD_CLIENT_PORT}",
-        "advertise-client-urls": f"http://{ip}:{ETCD_CLIENT_PORT}",
-        "listen-peer-urls": peer,
-        "initial-advertise-peer-urls": peer,
-        "initial-cluster": f"etcd={peer}",
-        "initial-cluster-state": "new",
-        "initial-cluster-token": f"{layout.prefix}-etcd",
-        "logger": "zap",
-        "log-outputs": "stderr",
-    }
-
-
-def etcd_argv(
-    layout: LabLayout, *, etcd_bin: str = DEFAULT_ETCD_BIN, data_dir: str | Path | None = None
-) -> list[str]:
-    """The command line of the lab's single etcd (v3 API at etcd_ip:2379)."""
-    settings = etcd_settings(layout, data_dir=data_dir)
-    return [etcd_bin, *(f"--{key}={value}" for key, value in settings.items())]
-
-
-def etcd_env(layout: LabLayout, *, data_dir: str | Path | None = None) -> str:
-    """The same settings as ETCD_* variables, for Debian's /etc/default/etcd."""
-    settings = etcd_settings(layout, data_dir=data_dir)
-    lines = ["# etcd settings rendered by pgvip.lab.render (Debian reads /etc/default/etcd)."]
-    for key, value in settings.items():
-        lines.append(f'ETCD_{key.upper().replace("-", "_")}="{value}"')
-    return "\n".join(lines) + "\n"
+    try:
+        header = f"# pgvip configuration of {node}, rendered by pgvip.lab.render."
+        return toml_text(doc, header=header)
+    except TomlValueError as exc:
+        raise RenderError(f"pgvip setting {exc}") from exc
 
 
 # -- Vagrant ---------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Tests for pgvip.lab.demo's pure parts: timeline rows, per-scenario measurement, the table."""
+"""Tests for the demo's pure parts (pgvip.lab.demo_report): timeline rows, per-scenario
+measurement, the table; and run_demo's scenario check."""
 
 from __future__ import annotations
 
@@ -6,16 +7,16 @@ from typing import Any
 
 import pytest
 
-from pgvip.lab import demo
-from pgvip.lab.demo import ScenarioResult
+from pgvip.lab import demo, demo_report
+from pgvip.lab.demo_report import ScenarioResult
 from pgvip.lab.errors import LabError
 
 
 def test_holder_text() -> None:
-    assert demo.holder_text(None) == "-"
-    assert demo.holder_text(()) == "-"
-    assert demo.holder_text(("p2",)) == "p2"
-    assert demo.holder_text(("p1", "p2")) == "p1+p2!"
+    assert demo_report.holder_text(None) == "-"
+    assert demo_report.holder_text(()) == "-"
+    assert demo_report.holder_text(("p2",)) == "p2"
+    assert demo_report.holder_text(("p1", "p2")) == "p1+p2!"
 
 
 def test_format_row_is_one_short_line() -> None:
@@ -29,12 +30,12 @@ def test_format_row_is_one_short_line() -> None:
         "ro_server": "10.20.30.53",
         "ro_node": "p3",
     }
-    row = demo.format_row(12.34, ("p2",), (), sample)
+    row = demo_report.format_row(12.34, ("p2",), (), sample)
     assert row == (
         "   12.3s  RW p2     RO -      leader p2:ok    write FAIL timeout        read ok p3"
     )
     assert len(row) <= 100
-    failing = demo.format_row(
+    failing = demo_report.format_row(
         0.0,
         ("p1", "p2"),
         None,
@@ -44,7 +45,7 @@ def test_format_row_is_one_short_line() -> None:
     assert "leader -:FAIL" in failing
     assert "write ok p1" in failing
     assert failing.endswith("read -")
-    err = demo.outcome_text({"rw_ok": False, "rw_err": "read_only: cannot execute"}, "rw")
+    err = demo_report.outcome_text({"rw_ok": False, "rw_err": "read_only: cannot execute"}, "rw")
     assert err == "FAIL read_only"
 
 
@@ -58,11 +59,11 @@ def _samples(rw: str, leader: str, start: float = 10.0) -> list[dict[str, Any]]:
 
 def test_worked_before() -> None:
     rows = _samples("oooooooooo", "xxxxxxxxxx")
-    assert demo.worked_before(rows, "rw", 11.0)
-    assert not demo.worked_before(rows, "leader", 11.0)
-    assert not demo.worked_before(rows, "ro", 11.0)  # never probed
+    assert demo_report.worked_before(rows, "rw", 11.0)
+    assert not demo_report.worked_before(rows, "leader", 11.0)
+    assert not demo_report.worked_before(rows, "ro", 11.0)  # never probed
     # The last sample before the fault failed: not "working".
-    assert not demo.worked_before(_samples("ooooox", "oooooo"), "rw", 10.6)
+    assert not demo_report.worked_before(_samples("ooooox", "oooooo"), "rw", 10.6)
 
 
 def test_measure_a_recovered_scenario() -> None:
@@ -71,13 +72,13 @@ def test_measure_a_recovered_scenario() -> None:
     ld = "oooooooooo" + "ooxxxooooo" + "oooooooooo"
     result = ScenarioResult("switchover", t_event=11.0, t_end=13.0, recovered=True)
     timeline = [(5.0, ("p1",)), (11.3, ()), (11.6, ("p2",))]
-    demo.measure(result, _samples(rw, ld), timeline)
+    demo_report.measure(result, _samples(rw, ld), timeline)
     assert result.worked == {"rw": True, "ro": False, "leader": True}
     assert result.rw_gap == pytest.approx(0.7)  # last ok 11.0, first ok after 11.7
     assert result.leader_gap == pytest.approx(0.4)
     assert result.max_rw_holders == 1
     assert result.ok
-    table = demo.summary_table([result])
+    table = demo_report.summary_table([result])
     assert "0.70 s" in table and "0.40 s" in table and "recovered" in table
     assert "n/a" in table  # the RO VIP never worked
 
@@ -86,27 +87,27 @@ def test_measure_no_recovery_and_two_holders() -> None:
     rw = "oooooooooo" + "oxxxxxxxxx" + "xxxxxxxxxx"
     result = ScenarioResult("kill-leader", t_event=11.0, t_end=13.0, recovered=True)
     timeline = [(5.0, ("p1",)), (11.5, ("p1", "p2")), (11.7, ("p2",))]
-    demo.measure(result, _samples(rw, "o" * 30), timeline)
+    demo_report.measure(result, _samples(rw, "o" * 30), timeline)
     assert result.recovered_paths["rw"] is False
     assert result.max_rw_holders == 2
     assert not result.ok
-    line = demo.summary_table([result]).splitlines()[2]
+    line = demo_report.summary_table([result]).splitlines()[2]
     assert "no recovery" in line and "FAILED" in line
 
 
 def test_an_outage_from_an_earlier_scenario_is_not_counted() -> None:
     rw = "xxxxxxxxxx" + "oooooooooo" + "oooooooooo"
     result = ScenarioResult("replica-restart", t_event=11.0, t_end=13.0, recovered=True)
-    demo.measure(result, _samples(rw, "o" * 30), [])
+    demo_report.measure(result, _samples(rw, "o" * 30), [])
     assert result.rw_gap == 0.0
     assert result.ok
-    assert "none" in demo.summary_table([result])
+    assert "none" in demo_report.summary_table([result])
 
 
 def test_a_scenario_error_fails_the_run() -> None:
     result = ScenarioResult("switchover", error="no streaming replica to switch over to from p1")
     assert not result.ok
-    assert "FAILED: no streaming replica" in demo.summary_table([result])
+    assert "FAILED: no streaming replica" in demo_report.summary_table([result])
 
 
 def test_unknown_scenario_is_a_lab_error() -> None:

@@ -1,4 +1,4 @@
-"""Tests for pgvip.lab.probe: settings, error labels, the line format, gap analysis, and the
+"""Tests for pgvip.lab.probe (and the pgvip.lab.attempts loop it runs): settings, and the
 sampling loop's hard deadlines against loopback servers that never answer."""
 
 from __future__ import annotations
@@ -9,13 +9,12 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
-import psycopg
 import pytest
 
-from pgvip.lab import probe
-from pgvip.lab.probe import Gap, ProbeConfig, ProbeError
+from pgvip.lab import attempts, probe
+from pgvip.lab.probe import ProbeConfig
+from pgvip.lab.samples import ProbeError
 
 # -- settings ------------------------------------------------------------------
 
@@ -58,103 +57,6 @@ def test_bad_settings_are_explained(argv: list[str], message: str) -> None:
 def test_main_exits_2_on_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
     assert probe.main(["--count", "0"]) == 2
     assert "probe: --count must be at least 1" in capsys.readouterr().err
-
-
-# -- pure parts ------------------------------------------------------------------
-
-
-def test_classify_error() -> None:
-    assert probe.classify_error(TimeoutError()) == "timeout"
-    ro = psycopg.errors.ReadOnlySqlTransaction("cannot execute INSERT in a read-only transaction")
-    assert probe.classify_error(ro).startswith("read_only: cannot execute INSERT")
-    refused = psycopg.OperationalError(
-        'connection failed: connection to server at "10.20.30.50", port 5432 failed: '
-        "Connection refused\n\tIs the server running on that host?"
-    )
-    label = probe.classify_error(refused)
-    assert label.startswith("refused: connection failed")
-    assert "\n" not in label and "\t" not in label
-    assert probe.classify_error(OSError("No route to host")).startswith("unreachable")
-
-    class Generic08006(Exception):
-        sqlstate = "08006"
-
-    assert probe.classify_error(Generic08006("... failed: No route to host")).startswith(
-        "unreachable: "
-    )
-    assert probe.classify_error(Generic08006("server went away")).startswith("connection: ")
-    long = probe.classify_error(RuntimeError("x" * 500))
-    assert long.startswith("RuntimeError: ") and len(long) <= len("RuntimeError: ") + 120
-
-
-def test_leader_from_cluster() -> None:
-    doc = {
-        "members": [
-            {"name": "p1", "role": "replica", "host": "10.20.30.51", "state": "streaming"},
-            {"name": "p2", "role": "leader", "host": "10.20.30.52", "state": "running"},
-        ]
-    }
-    assert probe.leader_from_cluster(doc) == ("p2", "10.20.30.52")
-    assert probe.leader_from_cluster({"members": [doc["members"][0]]}) is None
-    assert probe.leader_from_cluster({"members": [{"role": "leader"}]}) is None
-    assert probe.leader_from_cluster("garbage") is None
-    assert probe.leader_from_cluster({"members": None}) is None
-
-
-def test_format_and_parse_line() -> None:
-    sample = {"seq": 3, "t": 12.5, "rw_ok": False, "rw_err": 'a "b"\nc', "ro_ok": None}
-    line = probe.format_sample(sample)
-    assert "\n" not in line
-    assert line.startswith('{"seq":3,"t":12.5,"rw_ok":false,')
-    assert probe.parse_line(line) == sample
-    assert probe.parse_line("not json") is None
-    assert probe.parse_line('{"seq": 1}') is None
-    assert probe.parse_line("[1, 2]") is None
-
-
-def _samples(pattern: str, *, start: float = 100.0, step: float = 0.1) -> list[dict[str, Any]]:
-    """'o' ok, 'x' failed, '-' not probed: one sample per character."""
-    values = {"o": True, "x": False, "-": None}
-    return [
-        {"seq": i, "t": round(start + i * step, 3), "rw_ok": values[c]}
-        for i, c in enumerate(pattern)
-    ]
-
-
-def test_gaps_measure_from_last_ok_to_first_ok() -> None:
-    rows = _samples("ooxxxoo-oxo")
-    found = probe.gaps(list(reversed(rows)), "rw")
-    assert found == [
-        Gap("rw", last_ok=100.1, first_fail=100.2, first_ok=100.5, failures=3),
-        Gap("rw", last_ok=100.8, first_fail=100.9, first_ok=101.0, failures=1),
-    ]
-    assert found[0].duration == pytest.approx(0.4)
-    assert probe.longest_gap(found) == pytest.approx(0.4)
-    assert probe.longest_gap([]) == 0.0
-
-
-def test_gap_that_never_recovers() -> None:
-    (gap,) = probe.gaps(_samples("ooxx"), "rw")
-    assert not gap.recovered and gap.duration is None and gap.failures == 2
-    assert probe.longest_gap([gap]) is None
-
-
-def test_gap_without_a_success_before() -> None:
-    (gap,) = probe.gaps(_samples("xxo"), "rw")
-    assert gap.last_ok is None
-    assert gap.duration == pytest.approx(0.2)
-
-
-def test_gaps_window_keeps_an_outage_that_straddles_since() -> None:
-    rows = _samples("ooxxxooxo")
-    # since = 100.3 falls inside the first outage: it still starts at the last ok, 100.1.
-    found = probe.gaps(rows, "rw", since=100.3, until=100.7)
-    assert found == [Gap("rw", last_ok=100.1, first_fail=100.2, first_ok=100.5, failures=3)]
-    assert probe.gaps(rows, "rw", since=100.6) == [
-        Gap("rw", last_ok=100.6, first_fail=100.7, first_ok=100.8, failures=1)
-    ]
-    with pytest.raises(ProbeError, match="unknown probe target 'rx'"):
-        probe.gaps(rows, "rx")
 
 
 # -- the loop, against loopback servers ----------------------------------------------------
@@ -254,7 +156,7 @@ async def test_leader_watch_follows_cluster_answers() -> None:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
         dead = f"http://127.0.0.1:{_closed_port()}"
-        watch = probe.LeaderWatch([dead, f"http://127.0.0.1:{port}"], 0.05, 1.0)
+        watch = attempts.LeaderWatch([dead, f"http://127.0.0.1:{port}"], 0.05, 1.0)
         import aiohttp
 
         async with aiohttp.ClientSession() as session:

@@ -1,4 +1,5 @@
-"""Tests for pgvip.lab.render: Patroni YAML, pgvip TOML, etcd flags and the Vagrant variant."""
+"""Tests for pgvip.lab.render (and its etcd_config and toml_text parts): Patroni YAML, pgvip
+TOML, etcd flags and the Vagrant variant."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgvip.lab import render
+from pgvip.lab import etcd_config, render
 from pgvip.lab.layout import LabLayout
 from tests.unit.lab.offline_patroni import validate_offline
 
@@ -264,7 +265,7 @@ def test_pgvip_config_loads_with_the_daemon_schema(layout: LabLayout, tmp_path: 
 
 def test_etcd_argv(tmp_path: Path) -> None:
     layout = LabLayout.create(subnet="10.20.34.0/24", root=tmp_path)
-    argv = render.etcd_argv(layout, etcd_bin="/opt/etcd")
+    argv = etcd_config.etcd_argv(layout, etcd_bin="/opt/etcd")
     assert argv[0] == "/opt/etcd"
     flags = dict(arg[2:].split("=", 1) for arg in argv[1:])
     assert flags["data-dir"] == str(layout.etcd_dir)
@@ -278,14 +279,14 @@ def test_etcd_argv(tmp_path: Path) -> None:
 
 
 def test_etcd_env_carries_the_same_settings(layout: LabLayout) -> None:
-    env = render.etcd_env(layout, data_dir="/var/lib/etcd/x")
+    env = etcd_config.etcd_env(layout, data_dir="/var/lib/etcd/x")
     values = {}
     for line in env.splitlines():
         if line and not line.startswith("#"):
             key, _, value = line.partition("=")
             values[key] = value.strip('"')
     assert values["ETCD_DATA_DIR"] == "/var/lib/etcd/x"
-    argv = render.etcd_argv(layout, data_dir="/var/lib/etcd/x")
+    argv = etcd_config.etcd_argv(layout, data_dir="/var/lib/etcd/x")
     assert len(values) == len(argv) - 1
     for arg in argv[1:]:
         key, value = arg[2:].split("=", 1)
