@@ -13,10 +13,11 @@ from benchmarks import analysis
 from benchmarks.contenders import Contender, ContenderError, Endpoint
 from benchmarks.recorder import ChangePoller, ClientRun
 from pgvip.lab import processes
-from pgvip.lab.cluster import LEADER_ROLES, Lab, LabError
+from pgvip.lab.cluster import Lab, LabError
 from pgvip.lab.demo import new_leader_within
 from pgvip.lab.layout import SUPERUSER, SUPERUSER_PASSWORD
 from pgvip.lab.sampler import VipSampler
+from pgvip.patroni.roles import PRIMARY_ROLES
 
 RW_SCENARIOS = ("switchover", "kill")
 FAILOVER_TIMEOUT = 60.0
@@ -74,7 +75,7 @@ def replicas(lab: Lab, leader: str | None) -> list[str]:
         for n in lab.layout.node_names()
         if n != leader
         and members.get(n, {}).get("state") == "streaming"
-        and members.get(n, {}).get("role") not in LEADER_ROLES
+        and members.get(n, {}).get("role") not in PRIMARY_ROLES
     ]
 
 

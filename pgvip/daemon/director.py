@@ -14,11 +14,12 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, Protocol, cast
 
 from pgvip.config import RoConfig
+from pgvip.daemon.log_throttle import ErrorLogThrottle
 from pgvip.dataplane.ipvs import setup_real_server, teardown_real_server
 from pgvip.dataplane.loadbalancer import IPAddress, LoadBalancer, VirtualService, virtual_service
 from pgvip.patroni.client import PatroniClient
 from pgvip.patroni.cluster import ClusterParseError, ClusterView, Member, parse_cluster
-from pgvip.patroni.verdict import ErrorLogThrottle, PatroniError, PatroniUnavailable, Verdict
+from pgvip.patroni.verdict import PatroniError, PatroniUnavailable, Verdict
 from pgvip.policy.backends import (
     DEFAULT_PORT,
     BackendPolicy,
@@ -40,8 +41,9 @@ __all__ = [
     "psycopg_probe",
 ]
 
-# Re-apply an unchanged service this often: apply() reads the kernel back, so drift heals.
-RECONCILE_INTERVAL = 5.0
+# Re-apply an unchanged RO service this often (apply() reads the kernel back, so drift
+# heals); also the standby cycle's cadence. Not the VIP address reconcile interval.
+RO_REAPPLY_INTERVAL = 5.0
 # A new director probes `rise` rounds this far apart before its first apply, so that taking
 # over does not pass through "no healthy replica" (fallback) for rise x poll_interval.
 WARMUP_SPACING = 0.1
@@ -253,7 +255,7 @@ class Director:
         sql_probe: SqlProbe | None = None,
         real_server: RealServerHooks | None = None,
         dataplane_reason: str = "",
-        reconcile_interval: float = RECONCILE_INTERVAL,
+        reconcile_interval: float = RO_REAPPLY_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if config.vip is None:

@@ -12,7 +12,8 @@ from pgvip.daemon.instance_runner import InstanceRunner
 from pgvip.dataplane.addresses import AddressManager, AddressWatcher, EventsLost, LinkChanged
 from pgvip.policy.link_gate import LinkState
 
-RECONCILE_INTERVAL = 2.0
+# Compare wanted VIPs with the interface this often, besides on every netlink event.
+VIP_RECONCILE_INTERVAL = 2.0
 
 
 class Reconciler:
@@ -22,7 +23,7 @@ class Reconciler:
         addresses: AddressManager,
         *,
         log: Any,
-        interval: float = RECONCILE_INTERVAL,
+        interval: float = VIP_RECONCILE_INTERVAL,
     ) -> None:
         self._runners = runners
         self._addresses = addresses

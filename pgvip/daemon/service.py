@@ -514,9 +514,9 @@ class Daemon:
         except Exception:
             await self._stop_status()
             raise
-        from pgvip.daemon.reconciler import RECONCILE_INTERVAL
+        from pgvip.daemon.reconciler import VIP_RECONCILE_INTERVAL
 
-        self.liveness.expect("reconcile", 3 * RECONCILE_INTERVAL + 1)
+        self.liveness.expect("reconcile", 3 * VIP_RECONCILE_INTERVAL + 1)
         self._daemon_tasks.append(loop.create_task(self.sd.watchdog(self.liveness.problem)))
         try:
             return await self._serve()

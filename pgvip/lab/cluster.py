@@ -39,13 +39,12 @@ from pgvip.lab.netns import NamespaceHttp, NetnsError
 from pgvip.lab.preflight import PreflightError
 from pgvip.lab.processes import ProcessError, ProcessId
 from pgvip.lab.state import LabState, ProcessEntry, StateError, StateStore, process_key
+from pgvip.patroni.roles import PRIMARY_ROLES, REPLICA_ROLES
 
 DEFAULT_PG_BIN = render.DEFAULT_PG_BIN
 ETCD_BIN = Path(render.DEFAULT_ETCD_BIN)
 DAEMONS = ("etcd", "patroni", "pgvip")
 KILLABLE = (*DAEMONS, "postgres")
-LEADER_ROLES = ("leader", "master", "primary")
-REPLICA_ROLES = ("replica", "sync_standby", "quorum_standby")
 POLL_INTERVAL = 0.25
 LOG_TAIL_LINES = 15
 
@@ -101,7 +100,7 @@ def assess_cluster(
     leaders = [
         name
         for name, m in by_name.items()
-        if m.get("role") in LEADER_ROLES and m.get("state") == "running"
+        if m.get("role") in PRIMARY_ROLES and m.get("state") == "running"
     ]
     leader = leaders[0] if len(leaders) == 1 else None
     parts: list[str] = []
@@ -143,7 +142,7 @@ def _live_problem(
         return f"(Patroni REST: {view})"
     role, state = view.get("role", "?"), view.get("state", "?")
     if node == leader:
-        if role not in LEADER_ROLES or state != "running":
+        if role not in PRIMARY_ROLES or state != "running":
             return f"(leads in DCS, but its Patroni says {role} {state})"
         streaming = {
             str(r.get("application_name"))
