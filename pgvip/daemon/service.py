@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 from pgvip.config import Config, ConfigError, PatroniConfig, read_password_file
 from pgvip.daemon import resign_record
 from pgvip.daemon.cadence import Cadence
-from pgvip.daemon.director import Director, DirectorError
 from pgvip.daemon.instance_runner import AnnounceSettings, InstanceRunner
 from pgvip.daemon.notify import Notifier
 from pgvip.daemon.patroni_watch import FastPolling, PatroniWatch
 from pgvip.daemon.reconciler import Reconciler
-from pgvip.daemon.ro_role import RoleWatch
+from pgvip.daemon.ro.director import Director, DirectorError
+from pgvip.daemon.ro.role_watch import RoleWatch
 from pgvip.daemon.vrrp_channel import VrrpChannel, open_channel
 from pgvip.dataplane.addresses import AddressError, AddressManager, AddressWatcher
 from pgvip.dataplane.announce import AnnounceError, Announcer, send_garp, send_unsolicited_na

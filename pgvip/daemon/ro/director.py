@@ -1,44 +1,42 @@
 """The RO director: while this node's RO VRRP instance is MASTER it reads `/cluster`, probes every
 replica and programs the load balancer; otherwise it keeps the balancer empty and, for "dr"
-forwarding, keeps the RO VIP on `lo` so this node can be a real server of whoever directs."""
+forwarding, keeps the RO VIP on `lo` so this node can be a real server of whoever directs.
+
+Its phases and their legal moves are the table in `pgvip.daemon.ro.phases`; this module does
+the I/O each phase needs (the probes are in `probes`, the reported status in `status`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import os
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Literal, Protocol, cast
 
 from pgvip.config import RoConfig
 from pgvip.daemon.log_throttle import ErrorLogThrottle
+from pgvip.daemon.ro.phases import HOLDS_SERVICE, DirectorInput, Phase, next_phase
+from pgvip.daemon.ro.probes import SqlProbe, probe_members, psycopg_probe
+from pgvip.daemon.ro.status import DirectorBackend, DirectorStatus, describe_backends
 from pgvip.dataplane.ipvs import setup_real_server, teardown_real_server
 from pgvip.dataplane.loadbalancer import IPAddress, LoadBalancer, VirtualService, virtual_service
 from pgvip.patroni.client import PatroniClient
-from pgvip.patroni.cluster import ClusterParseError, ClusterView, Member, parse_cluster
-from pgvip.patroni.verdict import PatroniError, PatroniUnavailable, Verdict
-from pgvip.policy.backends import (
-    DEFAULT_PORT,
-    BackendPolicy,
-    BackendSet,
-    BackendSettings,
-    ProbeResult,
-)
-from pgvip.status import RoInfo
+from pgvip.patroni.cluster import ClusterParseError, ClusterView, parse_cluster
+from pgvip.patroni.verdict import PatroniError, PatroniUnavailable
+from pgvip.policy.backends import BackendPolicy, BackendSet, BackendSettings, ProbeResult
 from pgvip.vrrp.actions import Transition
 from pgvip.vrrp.states import State
 
 __all__ = [
+    "RO_REAPPLY_INTERVAL",
+    "WARMUP_SPACING",
     "Director",
     "DirectorBackend",
     "DirectorError",
     "DirectorStatus",
+    "LoopbackRealServer",
     "RealServerHooks",
-    "SqlProbe",
-    "psycopg_probe",
 ]
 
 # Re-apply an unchanged RO service this often (apply() reads the kernel back, so drift
@@ -47,10 +45,6 @@ RO_REAPPLY_INTERVAL = 5.0
 # A new director probes `rise` rounds this far apart before its first apply, so that taking
 # over does not pass through "no healthy replica" (fallback) for rise x poll_interval.
 WARMUP_SPACING = 0.1
-SQL_DBNAME = "postgres"
-
-SqlProbe = Callable[[str, str, int, float], Awaitable[ProbeResult]]
-"""(member, host, port, timeout) -> a ProbeResult of kind "sql"; the caller also bounds it."""
 
 
 class DirectorError(RuntimeError):
@@ -77,154 +71,6 @@ class LoopbackRealServer:
 
     async def teardown(self, vip: IPAddress) -> bool:
         return await teardown_real_server(vip, netns=self.netns)
-
-
-async def psycopg_probe(
-    member: str,
-    host: str,
-    port: int,
-    timeout: float,
-    *,
-    now_fn: Callable[[], float] = time.monotonic,
-) -> ProbeResult:
-    """Connect to one backend and ask `SELECT pg_is_in_recovery()`: ok only for a standby.
-
-    Credentials come from libpq's environment (PGUSER, PGPASSFILE / ~/.pgpass, PGSSLMODE, ...);
-    the database is PGDATABASE if set, else "postgres". libpq raises connect_timeout below 2 s
-    to 2 s, so the caller must bound the whole probe itself (the Director does).
-    """
-    # Imported here: psycopg costs ~10 MiB RSS, and most nodes never enable probe_sql.
-    import psycopg
-
-    target = f"{host}:{port}"
-    params: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "connect_timeout": max(2, math.ceil(timeout)),
-        "application_name": "pgvip-probe",
-        "autocommit": True,
-    }
-    if "PGDATABASE" not in os.environ:
-        params["dbname"] = SQL_DBNAME
-    try:
-        conn = await psycopg.AsyncConnection.connect(**params)
-    except psycopg.Error as exc:
-        return ProbeResult(
-            member, False, f"SQL: {target}: {_first_line(exc)}", now_fn(), kind="sql"
-        )
-    try:
-        async with conn:
-            cur = await conn.execute("SELECT pg_is_in_recovery()")
-            row = await cur.fetchone()
-    except psycopg.Error as exc:
-        return ProbeResult(
-            member, False, f"SQL: {target}: {_first_line(exc)}", now_fn(), kind="sql"
-        )
-    if row is None or row[0] is not True:
-        return ProbeResult(
-            member, False, f"SQL: {target} is not in recovery (a primary)", now_fn(), kind="sql"
-        )
-    return ProbeResult(member, True, f"SQL: {target} in recovery", now_fn(), kind="sql")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-@dataclass(frozen=True)
-class DirectorBackend:
-    """One member as the status API shows it (`pgvip.status.BackendInfo`)."""
-
-    member: str
-    state: str  # active, draining, down, excluded, leader (BackendPolicy.explain())
-    reason: str
-    address: str | None
-    port: int | None  # in the service, else the member's own from /cluster
-    weight: int  # in the service (0 while draining or when not in it)
-    healthy: bool  # it gets new connections
-    lag: int | None  # bytes, from /cluster
-    last_probe_at: float | None  # wall clock of the newest probe answer; None if not probed
-    last_error: str | None  # the failed probe of the latest round; None if that round was good
-
-
-@dataclass(frozen=True)
-class DirectorStatus:
-    active: bool  # this node is the RO director now
-    dataplane: str
-    dataplane_reason: str
-    scheduler: str
-    forwarding: str
-    vip: str
-    port: int
-    reason: str  # why the backend set is what it is (or why nothing is programmed)
-    fallback_active: bool
-    healthy: int  # replicas getting new connections
-    total: int  # replicas in /cluster
-    backends: tuple[DirectorBackend, ...]
-    applied: VirtualService | None  # the last service applied successfully
-    last_apply_at: float | None  # wall clock
-    last_apply_error: str | None  # None once an apply succeeds again
-    cluster_error: str | None  # None while /cluster answers well
-    cycles: int
-    applies: int
-    apply_errors: int
-    clears: int
-    clear_errors: int
-    cluster_errors: int
-    probe_failures: int
-
-    def ro_info(self) -> RoInfo:
-        """The status API's `ro` object."""
-        return {
-            "dataplane": self.dataplane,
-            "dataplane_reason": self.dataplane_reason,
-            "directing": self.active,
-            "port": self.port,
-            "scheduler": self.scheduler,
-            "forwarding": self.forwarding,
-            "fallback_active": self.fallback_active,
-            "reason": self.reason,
-            "healthy": self.healthy,
-            "total": self.total,
-            "apply_errors": self.apply_errors,
-            "backends": [
-                {
-                    "member": b.member,
-                    "address": b.address,
-                    "port": b.port,
-                    "state": b.state,
-                    "healthy": b.healthy,
-                    "weight": b.weight,
-                    "lag": b.lag,
-                    "last_probe_at": b.last_probe_at,
-                    "last_error": b.last_error,
-                    "reason": b.reason,
-                }
-                for b in self.backends
-            ],
-        }
-
-    def as_dict(self) -> dict[str, Any]:
-        """Everything, JSON-ready (addresses as strings)."""
-        out = asdict(self)
-        out["backends"] = [asdict(b) for b in self.backends]
-        applied = self.applied
-        out["applied"] = (
-            None
-            if applied is None
-            else {
-                "vip": str(applied.vip),
-                "port": applied.port,
-                "scheduler": applied.scheduler,
-                "forwarding": applied.forwarding,
-                "backends": [
-                    {"address": str(rs.address), "port": rs.port, "weight": rs.weight}
-                    for rs in applied.backends
-                ],
-            }
-        )
-        return out
 
 
 class Director:
@@ -283,15 +129,13 @@ class Director:
             self._real_server = real_server or LoopbackRealServer(interface=interface, netns=netns)
 
         self.policy = self._new_policy()
-        self._want_active = False
-        self._active = False
-        self._stopped = False
+        self._master = False  # the RO instance is MASTER: the input that (de)activates us
+        self.phase = Phase.UNCLEARED  # a previous run may have left a service behind
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one balancer operation at a time (apply vs clear)
         self._round: asyncio.Task[list[ProbeResult]] | None = None
-        self._needs_clear = True  # a previous run may have left a service behind
         self._lo_state: bool | None = None  # True: VIP on lo, False: not; None: unknown
-        self._warmup_left = 0
+        self._warmup_left = 0  # observation rounds left while WARMING
         self._fast_next = False
         self._view: ClusterView | None = None
         self._applied: VirtualService | None = None
@@ -317,7 +161,7 @@ class Director:
 
     @property
     def active(self) -> bool:
-        return self._active
+        return self.phase.directing
 
     def on_transition(self, transition: Transition) -> None:
         """InstanceRunner listener: MASTER activates, leaving MASTER deactivates."""
@@ -327,30 +171,30 @@ class Director:
             self.deactivate()
 
     def activate(self) -> None:
-        if self._stopped or self._want_active:
+        if self.phase is Phase.STOPPED or self._master:
             return
-        self._want_active = True
+        self._master = True
         self._wake.set()
 
     def deactivate(self) -> None:
-        if not self._want_active:
+        if not self._master:
             return
-        self._want_active = False
+        self._master = False
         if self._round is not None:
             self._round.cancel()  # probes are only reads; an apply is never interrupted
         self._wake.set()
 
     async def run(self) -> None:
         next_at = self._clock()
-        while not self._stopped:
+        while self.phase is not Phase.STOPPED:
             self._wake.clear()
             try:
                 await self.step()
             except Exception as exc:  # one bad cycle must not take the daemon (and RW) down
                 self._log.error("RO director cycle failed", error=f"{type(exc).__name__}: {exc}")
-            if self._want_active and self._fast_next:
+            if self._master and self._fast_next:
                 interval = min(WARMUP_SPACING, self.config.poll_interval)
-            elif self._want_active:
+            elif self._master:
                 interval = self.config.poll_interval
             else:
                 interval = self._reconcile_interval
@@ -374,7 +218,7 @@ class Director:
 
         `run()` calls it on its cadence; tests and tools may call it directly instead.
         """
-        if self._want_active:
+        if self._master:
             await self._director_cycle()
         else:
             await self._standby_cycle()
@@ -382,52 +226,38 @@ class Director:
     async def stop(self) -> None:
         """Shutdown: clear the balancer and go inert. The VIP on lo ("dr") stays, as a real
         server's static set-up would, so another director's connections to us keep working."""
-        self._stopped = True
+        previous = self.phase
+        self._enter(DirectorInput.STOP, "shutdown", "RO director stopped")
         self.deactivate()
         self._wake.set()
         async with self._lock:
-            if self._active or self._needs_clear:
+            if previous in HOLDS_SERVICE:
                 await self._clear("shutdown")
-            self._active = False
 
     def status(self) -> DirectorStatus:
         view = self._view
-        current = self._last_set if self._active else None
-        in_service = {b.member: b for b in current.backends} if current else {}
-        mono_now, wall_now = self._clock(), time.time()
-        infos = []
-        for line in self.policy.explain() if self._active else ():
-            member = view.member(line.member) if view else None
-            backend = in_service.get(line.member)
-            results = self._latest.get(line.member, [])
-            failed = [r.reason for r in results if not r.ok]
-            probed_at = max((r.at for r in results), default=None)
-            infos.append(
-                DirectorBackend(
-                    member=line.member,
-                    state=line.state,
-                    reason=line.reason,
-                    address=line.address,
-                    port=backend.port if backend else (member.port if member else None),
-                    weight=backend.weight if backend else 0,
-                    healthy=line.state == "active",
-                    lag=member.lag if member else None,
-                    last_probe_at=None if probed_at is None else wall_now - (mono_now - probed_at),
-                    last_error=failed[0] if failed else None,
-                )
-            )
-        replicas = [m for m in view.members if m.is_replica] if view and self._active else []
+        active = self.active
+        current = self._last_set if active else None
+        infos = describe_backends(
+            self.policy.explain() if active else (),
+            view,
+            current,
+            self._latest,
+            mono_now=self._clock(),
+            wall_now=time.time(),
+        )
+        replicas = [m for m in view.members if m.is_replica] if view and active else []
         healthy = sum(1 for b in infos if b.healthy and any(m.name == b.member for m in replicas))
-        if not self._active:
+        if not active:
             reason = "not the RO director"
         elif current is None:
             reason = self.cluster_error or "starting: no /cluster answer yet"
-        elif self._warmup_left > 0:
+        elif self.phase is Phase.WARMING:
             reason = f"warming up: {current.reason}"
         else:
             reason = current.reason
         return DirectorStatus(
-            active=self._active,
+            active=active,
             dataplane=self._balancer.name,
             dataplane_reason=self.dataplane_reason,
             scheduler=self.config.scheduler,
@@ -438,8 +268,8 @@ class Director:
             fallback_active=bool(current and current.fallback_active),
             healthy=healthy,
             total=len(replicas),
-            backends=tuple(infos),
-            applied=self._applied if self._active else None,
+            backends=infos,
+            applied=self._applied if active else None,
             last_apply_at=self.last_apply_at,
             last_apply_error=self.last_apply_error,
             cluster_error=self.cluster_error,
@@ -455,8 +285,7 @@ class Director:
     # -- cycles --------------------------------------------------------------------------
 
     async def _director_cycle(self) -> None:
-        if not self._active:
-            self._active = True
+        if not self.phase.directing:
             # A new term starts from fresh facts: no health, membership or probe results
             # carried over from an earlier term, however long ago that was.
             self.policy = self._new_policy()
@@ -465,24 +294,28 @@ class Director:
             self._last_set = None
             self._applied = None
             self._warmup_left = max(0, self.config.rise - 1)
-            self._log.info(
+            self._enter(
+                DirectorInput.MASTER,
+                "the RO instance is MASTER",
                 "RO director active",
                 vip=str(self.vip),
                 dataplane=self._balancer.name,
                 forwarding=self.config.forwarding,
             )
+            if self._warmup_left == 0:
+                self._enter(DirectorInput.WARMED, "rise 1: no warm-up", "RO director warmed up")
         if self._real_server is not None and self._lo_state is not False:
             await self._real_server_off()
         self.cycles += 1
         self._fast_next = False
         view = await self._read_cluster()
-        if view is None or not self._want_active:
+        if view is None or not self._master:
             return
         probes = await self._probe_round(view)
         if probes is None:  # deactivated while probing
             return
         now = self._clock()
-        if self._warmup_left > 0:
+        if self.phase is Phase.WARMING:
             # Observation only: without the primary in these rounds, nothing enters the
             # policy's active set that would then "drain" without ever having been programmed.
             settings = self.policy.settings
@@ -492,6 +325,9 @@ class Director:
             finally:
                 self.policy.settings = settings
             self._warmup_left -= 1
+            if self._warmup_left == 0:
+                why = f"{self.config.rise - 1} warm-up round(s) probed"
+                self._enter(DirectorInput.WARMED, why, "RO director warmed up")
             self._fast_next = True
             return
         backend_set = self.policy.update(view, probes, now)
@@ -513,19 +349,20 @@ class Director:
         if not due:
             return
         async with self._lock:
-            if not self._want_active or self._stopped:
+            if not self._master or self.phase is Phase.STOPPED:
                 return  # deactivated meanwhile: the standby cycle clears instead
             await self._apply(desired, backend_set)
 
     async def _standby_cycle(self) -> None:
-        if self._active or self._needs_clear:
-            was_active = self._active
-            self._active = False
+        if self.phase in HOLDS_SERVICE:
+            was_active = self.phase.directing
+            why = "no longer the RO director" if was_active else "start-up"
+            self._enter(DirectorInput.NOT_MASTER, why, "RO director inactive")
             self._warmup_left = 0
             async with self._lock:
-                if not self._want_active:
-                    await self._clear("no longer the RO director" if was_active else "start-up")
-        if self._real_server is not None and not self._want_active:
+                if not self._master:
+                    await self._clear(why)
+        if self._real_server is not None and not self._master:
             await self._real_server_on()
 
     # -- /cluster and probes -------------------------------------------------------------
@@ -583,15 +420,14 @@ class Director:
             self._round = None
 
     async def _probe_all(self, view: ClusterView) -> list[ProbeResult]:
-        coros: list[Awaitable[ProbeResult]] = []
-        for m in view.members:
-            # Only replicas can be backends; the leader is judged from /cluster alone.
-            if not m.is_replica or m.noloadbalance:
-                continue
-            coros.append(self._probe_http(m))
-            if self._sql_probe is not None:
-                coros.append(self._probe_sql(m))
-        results = list(await asyncio.gather(*coros))
+        results = await probe_members(
+            view,
+            self._client,
+            max_lag=self.config.max_lag,
+            timeout=self.config.probe_timeout,
+            sql_probe=self._sql_probe,
+            clock=self._clock,
+        )
         latest: dict[str, list[ProbeResult]] = {}
         for r in results:
             latest.setdefault(r.member, []).append(r)
@@ -599,36 +435,6 @@ class Director:
                 self.probe_failures += 1
         self._latest = latest
         return results
-
-    async def _probe_http(self, m: Member) -> ProbeResult:
-        if not m.api_url:
-            return ProbeResult(m.name, False, "no api_url in /cluster", self._clock())
-        timeout = self.config.probe_timeout
-        try:
-            async with asyncio.timeout(timeout):
-                obs = await self._client.member_replica(
-                    m.api_url, self.config.max_lag, now_fn=self._clock
-                )
-        except TimeoutError:
-            reason = f"timeout after {timeout:g} s: {m.api_url} /replica"
-            return ProbeResult(m.name, False, reason, self._clock())
-        reason = obs.reason
-        if obs.verdict is Verdict.NO:
-            reason += f" (not a running replica within lag {self.config.max_lag} B)"
-        return ProbeResult(m.name, obs.verdict is Verdict.YES, reason, obs.at)
-
-    async def _probe_sql(self, m: Member) -> ProbeResult:
-        assert self._sql_probe is not None
-        if not m.host:
-            return ProbeResult(m.name, False, "SQL: no host in /cluster", self._clock(), kind="sql")
-        port = m.port or DEFAULT_PORT
-        timeout = self.config.probe_timeout
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._sql_probe(m.name, m.host, port, timeout)
-        except TimeoutError:
-            reason = f"SQL: timeout after {timeout:g} s: {m.host}:{port}"
-            return ProbeResult(m.name, False, reason, self._clock(), kind="sql")
 
     # -- the balancer and lo ---------------------------------------------------------------
 
@@ -678,20 +484,21 @@ class Director:
             await self._balancer.clear()
         except Exception as exc:
             self.clear_errors += 1
-            self._needs_clear = True
             self._log.error(
                 "RO balancer clear failed; retrying",
                 dataplane=self._balancer.name,
                 why=why,
                 error=f"{type(exc).__name__}: {exc}",
             )
+            self._enter(DirectorInput.CLEAR_FAILED, why)
             return
         self.clears += 1
-        self._needs_clear = False
         self._applied = None
         self._applied_at_mono = None
         self._last_set = None
-        self._log.info("RO balancer cleared", dataplane=self._balancer.name, why=why)
+        fields = {"dataplane": self._balancer.name}
+        if not self._enter(DirectorInput.CLEARED, why, "RO balancer cleared", **fields):
+            self._log.info("RO balancer cleared", why=why, **fields)
 
     async def _real_server_on(self) -> None:
         assert self._real_server is not None
@@ -716,6 +523,17 @@ class Director:
         self._lo_state = False
         if removed:
             self._log.info("RO VIP removed from lo: this node directs", vip=str(self.vip))
+
+    def _enter(
+        self, event: DirectorInput, why: str, message: str = "RO director phase", **fields: Any
+    ) -> bool:
+        """Move by the phase table; a change is logged with from/to/why. True if it moved."""
+        old = self.phase
+        self.phase = new = next_phase(old, event)
+        if new is old:
+            return False
+        self._log.info(message, **{"from": old.value, "to": new.value}, why=why, **fields)
+        return True
 
     def _new_policy(self) -> BackendPolicy:
         c = self.config
