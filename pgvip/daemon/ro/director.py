@@ -2,8 +2,9 @@
 replica and programs the load balancer; otherwise it keeps the balancer empty and, for "dr"
 forwarding, keeps the RO VIP on `lo` so this node can be a real server of whoever directs.
 
-Its phases and their legal moves are the table in `pgvip.daemon.ro.phases`; this module does
-the I/O each phase needs (the probes are in `probes`, the reported status in `status`)."""
+Its phases and their legal moves are the table in `pgvip.daemon.ro.phases`; this module feeds
+that table and sequences the I/O: `/cluster` and the probes are in `probes`, applying and
+clearing in `balancing`, the VIP on lo in `real_server`, the reported status in `status`."""
 
 from __future__ import annotations
 
@@ -12,18 +13,17 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, cast
 
 from pgvip.config import RoConfig
-from pgvip.daemon.log_throttle import ErrorLogThrottle
+from pgvip.daemon.ro.balancing import BalancerDriver
 from pgvip.daemon.ro.phases import HOLDS_SERVICE, DirectorInput, Phase, next_phase
-from pgvip.daemon.ro.probes import SqlProbe, probe_members, psycopg_probe
-from pgvip.daemon.ro.status import DirectorBackend, DirectorStatus, describe_backends
-from pgvip.dataplane.ipvs import setup_real_server, teardown_real_server
-from pgvip.dataplane.loadbalancer import IPAddress, LoadBalancer, VirtualService, virtual_service
+from pgvip.daemon.ro.probes import ClusterReader, SqlProbe, probe_members, psycopg_probe
+from pgvip.daemon.ro.real_server import LoopbackRealServer, LoVip, RealServerHooks
+from pgvip.daemon.ro.status import DirectorStatus, describe_backends
+from pgvip.dataplane.loadbalancer import IPAddress, LoadBalancer, virtual_service
 from pgvip.patroni.client import PatroniClient
-from pgvip.patroni.cluster import ClusterParseError, ClusterView, parse_cluster
-from pgvip.patroni.verdict import PatroniError, PatroniUnavailable
+from pgvip.patroni.cluster import ClusterView
 from pgvip.policy.backends import BackendPolicy, BackendSet, BackendSettings, ProbeResult
 from pgvip.vrrp.actions import Transition
 from pgvip.vrrp.states import State
@@ -32,11 +32,7 @@ __all__ = [
     "RO_REAPPLY_INTERVAL",
     "WARMUP_SPACING",
     "Director",
-    "DirectorBackend",
     "DirectorError",
-    "DirectorStatus",
-    "LoopbackRealServer",
-    "RealServerHooks",
 ]
 
 # Re-apply an unchanged RO service this often (apply() reads the kernel back, so drift
@@ -49,28 +45,6 @@ WARMUP_SPACING = 0.1
 
 class DirectorError(RuntimeError):
     """The director cannot be built from these settings (e.g. ro.vip is not set)."""
-
-
-class RealServerHooks(Protocol):
-    """How a non-director becomes a DR real server for the RO VIP (VIP on lo, ARP hidden)."""
-
-    async def setup(self, vip: IPAddress) -> bool: ...  # True if the VIP was added now
-
-    async def teardown(self, vip: IPAddress) -> bool: ...  # True if it was removed now
-
-
-class LoopbackRealServer:
-    """The real RealServerHooks: `pgvip.dataplane.ipvs.setup_real_server` and its teardown."""
-
-    def __init__(self, *, interface: str | None = None, netns: str | None = None) -> None:
-        self.interface = interface
-        self.netns = netns
-
-    async def setup(self, vip: IPAddress) -> bool:
-        return await setup_real_server(vip, netns=self.netns, interface=self.interface)
-
-    async def teardown(self, vip: IPAddress) -> bool:
-        return await teardown_real_server(vip, netns=self.netns)
 
 
 class Director:
@@ -114,7 +88,7 @@ class Director:
         self.config = config
         self.vip: IPAddress = config.vip.ip
         self._client = client
-        self._balancer = balancer
+        self._driver = BalancerDriver(balancer, log=log, clock=clock)
         self._log = log
         self._clock = clock
         self._reconcile_interval = reconcile_interval
@@ -124,9 +98,10 @@ class Director:
         else:
             self._sql_probe = None
         # Only "dr" real servers need the VIP on lo; "tun" needs a tunnel device (not automated).
-        self._real_server: RealServerHooks | None = None
+        self._lo: LoVip | None = None
         if config.forwarding == "dr":
-            self._real_server = real_server or LoopbackRealServer(interface=interface, netns=netns)
+            hooks = real_server or LoopbackRealServer(interface=interface, netns=netns)
+            self._lo = LoVip(hooks, self.vip, log=log)
 
         self.policy = self._new_policy()
         self._master = False  # the RO instance is MASTER: the input that (de)activates us
@@ -134,28 +109,14 @@ class Director:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one balancer operation at a time (apply vs clear)
         self._round: asyncio.Task[list[ProbeResult]] | None = None
-        self._lo_state: bool | None = None  # True: VIP on lo, False: not; None: unknown
         self._warmup_left = 0  # observation rounds left while WARMING
         self._fast_next = False
-        self._view: ClusterView | None = None
-        self._applied: VirtualService | None = None
-        self._applied_at_mono: float | None = None
-        self._apply_failed = False
+        self._cluster = ClusterReader(client, log=log)
         self._last_set: BackendSet | None = None
         self._latest: dict[str, list[ProbeResult]] = {}  # the last round, per member
-        self._cluster_throttle = ErrorLogThrottle()
-        self._apply_throttle = ErrorLogThrottle()
 
         self.cycles = 0
-        self.applies = 0
-        self.apply_errors = 0
-        self.clears = 0
-        self.clear_errors = 0
-        self.cluster_errors = 0
         self.probe_failures = 0
-        self.last_apply_error: str | None = None
-        self.last_apply_at: float | None = None
-        self.cluster_error: str | None = None
 
     # -- the interface the Engine uses ----------------------------------------------------
 
@@ -235,7 +196,7 @@ class Director:
                 await self._clear("shutdown")
 
     def status(self) -> DirectorStatus:
-        view = self._view
+        view = self._cluster.view
         active = self.active
         current = self._last_set if active else None
         infos = describe_backends(
@@ -251,14 +212,15 @@ class Director:
         if not active:
             reason = "not the RO director"
         elif current is None:
-            reason = self.cluster_error or "starting: no /cluster answer yet"
+            reason = self._cluster.error or "starting: no /cluster answer yet"
         elif self.phase is Phase.WARMING:
             reason = f"warming up: {current.reason}"
         else:
             reason = current.reason
+        d = self._driver
         return DirectorStatus(
             active=active,
-            dataplane=self._balancer.name,
+            dataplane=d.name,
             dataplane_reason=self.dataplane_reason,
             scheduler=self.config.scheduler,
             forwarding=self.config.forwarding,
@@ -269,16 +231,16 @@ class Director:
             healthy=healthy,
             total=len(replicas),
             backends=infos,
-            applied=self._applied if active else None,
-            last_apply_at=self.last_apply_at,
-            last_apply_error=self.last_apply_error,
-            cluster_error=self.cluster_error,
+            applied=self._driver.applied if active else None,
+            last_apply_at=d.last_apply_at,
+            last_apply_error=d.last_apply_error,
+            cluster_error=self._cluster.error,
             cycles=self.cycles,
-            applies=self.applies,
-            apply_errors=self.apply_errors,
-            clears=self.clears,
-            clear_errors=self.clear_errors,
-            cluster_errors=self.cluster_errors,
+            applies=d.applies,
+            apply_errors=d.apply_errors,
+            clears=d.clears,
+            clear_errors=d.clear_errors,
+            cluster_errors=self._cluster.errors,
             probe_failures=self.probe_failures,
         )
 
@@ -289,26 +251,26 @@ class Director:
             # A new term starts from fresh facts: no health, membership or probe results
             # carried over from an earlier term, however long ago that was.
             self.policy = self._new_policy()
-            self._view = None
+            self._cluster.view = None
             self._latest = {}
             self._last_set = None
-            self._applied = None
+            self._driver.applied = None
             self._warmup_left = max(0, self.config.rise - 1)
             self._enter(
                 DirectorInput.MASTER,
                 "the RO instance is MASTER",
                 "RO director active",
                 vip=str(self.vip),
-                dataplane=self._balancer.name,
+                dataplane=self._driver.name,
                 forwarding=self.config.forwarding,
             )
             if self._warmup_left == 0:
                 self._enter(DirectorInput.WARMED, "rise 1: no warm-up", "RO director warmed up")
-        if self._real_server is not None and self._lo_state is not False:
-            await self._real_server_off()
+        if self._lo is not None and self._lo.on_lo is not False:
+            await self._lo.take_off()
         self.cycles += 1
         self._fast_next = False
-        view = await self._read_cluster()
+        view = await self._cluster.read()
         if view is None or not self._master:
             return
         probes = await self._probe_round(view)
@@ -340,18 +302,12 @@ class Director:
             forwarding=self.config.forwarding,
             persistence_timeout=self.config.persistence_timeout,
         )
-        due = (
-            desired != self._applied
-            or self._apply_failed
-            or self._applied_at_mono is None
-            or now - self._applied_at_mono >= self._reconcile_interval
-        )
-        if not due:
+        if not self._driver.due(desired, now, self._reconcile_interval):
             return
         async with self._lock:
             if not self._master or self.phase is Phase.STOPPED:
                 return  # deactivated meanwhile: the standby cycle clears instead
-            await self._apply(desired, backend_set)
+            await self._driver.apply(desired, backend_set)
 
     async def _standby_cycle(self) -> None:
         if self.phase in HOLDS_SERVICE:
@@ -362,49 +318,10 @@ class Director:
             async with self._lock:
                 if not self._master:
                     await self._clear(why)
-        if self._real_server is not None and not self._master:
-            await self._real_server_on()
+        if self._lo is not None and not self._master:
+            await self._lo.put_on()
 
     # -- /cluster and probes -------------------------------------------------------------
-
-    async def _read_cluster(self) -> ClusterView | None:
-        """The fresh view, or the last good one (logged once per change of problem)."""
-        try:
-            view = parse_cluster(await self._client.cluster())
-        except PatroniUnavailable as exc:
-            return self._cluster_failed(exc.cause, f"no /cluster answer: {exc.reason}")
-        except PatroniError as exc:
-            return self._cluster_failed("invalid", f"garbage /cluster answer: {exc}")
-        except ClusterParseError as exc:
-            return self._cluster_failed("invalid", f"garbage /cluster answer: {exc.reason}")
-        decision = self._cluster_throttle.observe("ok", "")
-        if self.cluster_error is not None and decision.log:
-            self._log.info(
-                "/cluster answering again",
-                previous=self.cluster_error,
-                failed_polls=decision.suppressed + 1,
-            )
-        self.cluster_error = None
-        self._view = view
-        return view
-
-    def _cluster_failed(self, cause: str, reason: str) -> ClusterView | None:
-        self.cluster_errors += 1
-        self.cluster_error = reason
-        decision = self._cluster_throttle.observe(cause, reason)
-        if decision.log:
-            kept = (
-                f"keeping the last good set of {len(self._view.members)} member(s)"
-                if self._view is not None
-                else "no good /cluster yet: nothing to balance"
-            )
-            self._log.warning(
-                "RO director: " + reason,
-                cause=cause,
-                action=kept,
-                repeats_of_previous=decision.suppressed,
-            )
-        return self._view
 
     async def _probe_round(self, view: ClusterView) -> list[ProbeResult] | None:
         """Probe every candidate concurrently; None if deactivated meanwhile."""
@@ -438,91 +355,14 @@ class Director:
 
     # -- the balancer and lo ---------------------------------------------------------------
 
-    async def _apply(self, desired: VirtualService, backend_set: BackendSet) -> None:
-        try:
-            changed = await self._balancer.apply(desired)
-        except Exception as exc:
-            self.apply_errors += 1
-            self._apply_failed = True
-            self.last_apply_error = f"{type(exc).__name__}: {exc}"
-            decision = self._apply_throttle.observe("error", self.last_apply_error)
-            if decision.log:
-                self._log.error(
-                    "RO balancer apply failed; retrying next poll",
-                    dataplane=self._balancer.name,
-                    error=self.last_apply_error,
-                    repeats_of_previous=decision.suppressed,
-                )
-            return
-        if self._apply_failed:
-            self._log.info("RO balancer applied again", dataplane=self._balancer.name)
-            self._apply_throttle.observe("ok", "")
-        self.applies += 1
-        self._apply_failed = False
-        self.last_apply_error = None
-        self.last_apply_at = time.time()
-        self._applied_at_mono = self._clock()
-        previous, self._applied = self._applied, desired
-        if desired != previous:
-            self._log.info(
-                "RO backends applied",
-                reason=backend_set.reason,
-                backends=[
-                    f"{b.member}={_endpoint(b.address, b.port)}/{b.weight}"
-                    for b in backend_set.backends
-                ],
-                fallback=backend_set.fallback_active,
-                dataplane=self._balancer.name,
-            )
-        elif changed:
-            self._log.warning(
-                "RO balancer drift repaired", dataplane=self._balancer.name, vip=str(self.vip)
-            )
-
     async def _clear(self, why: str) -> None:
-        try:
-            await self._balancer.clear()
-        except Exception as exc:
-            self.clear_errors += 1
-            self._log.error(
-                "RO balancer clear failed; retrying",
-                dataplane=self._balancer.name,
-                why=why,
-                error=f"{type(exc).__name__}: {exc}",
-            )
+        if not await self._driver.clear(why):
             self._enter(DirectorInput.CLEAR_FAILED, why)
             return
-        self.clears += 1
-        self._applied = None
-        self._applied_at_mono = None
         self._last_set = None
-        fields = {"dataplane": self._balancer.name}
+        fields = {"dataplane": self._driver.name}
         if not self._enter(DirectorInput.CLEARED, why, "RO balancer cleared", **fields):
             self._log.info("RO balancer cleared", why=why, **fields)
-
-    async def _real_server_on(self) -> None:
-        assert self._real_server is not None
-        try:
-            added = await self._real_server.setup(self.vip)
-        except Exception as exc:
-            self._lo_state = None
-            self._log.error("cannot put the RO VIP on lo (DR real server)", error=str(exc))
-            return
-        self._lo_state = True
-        if added:
-            self._log.info("RO VIP on lo: DR real server of the director", vip=str(self.vip))
-
-    async def _real_server_off(self) -> None:
-        assert self._real_server is not None
-        try:
-            removed = await self._real_server.teardown(self.vip)
-        except Exception as exc:
-            self._lo_state = None
-            self._log.error("cannot remove the RO VIP from lo", error=str(exc))
-            return
-        self._lo_state = False
-        if removed:
-            self._log.info("RO VIP removed from lo: this node directs", vip=str(self.vip))
 
     def _enter(
         self, event: DirectorInput, why: str, message: str = "RO director phase", **fields: Any
@@ -550,7 +390,3 @@ class Director:
                 family=cast(Literal[4, 6], self.vip.version),
             )
         )
-
-
-def _endpoint(address: IPAddress, port: int) -> str:
-    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"

@@ -1,5 +1,6 @@
-"""How the RO director judges a replica: its own REST API's `/replica?lag=` and, with
-ro.probe_sql, a SQL `pg_is_in_recovery()`; each bounded by ro.probe_timeout."""
+"""What the RO director reads: `/cluster` (the membership, `ClusterReader`) and, per replica,
+its own REST API's `/replica?lag=` and, with ro.probe_sql, a SQL `pg_is_in_recovery()`; each
+probe bounded by ro.probe_timeout."""
 
 from __future__ import annotations
 
@@ -10,12 +11,21 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pgvip.daemon.log_throttle import ErrorLogThrottle
 from pgvip.patroni.client import PatroniClient
-from pgvip.patroni.cluster import ClusterView, Member
-from pgvip.patroni.verdict import Verdict
+from pgvip.patroni.cluster import ClusterParseError, ClusterView, Member, parse_cluster
+from pgvip.patroni.verdict import PatroniError, PatroniUnavailable, Verdict
 from pgvip.policy.backends import DEFAULT_PORT, ProbeResult
 
-__all__ = ["SQL_DBNAME", "SqlProbe", "probe_http", "probe_members", "probe_sql", "psycopg_probe"]
+__all__ = [
+    "SQL_DBNAME",
+    "ClusterReader",
+    "SqlProbe",
+    "probe_http",
+    "probe_members",
+    "probe_sql",
+    "psycopg_probe",
+]
 
 SQL_DBNAME = "postgres"
 
@@ -74,6 +84,58 @@ async def psycopg_probe(
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+class ClusterReader:
+    """Reads `/cluster` from the local Patroni; a bad answer keeps the last good view, and
+    each change of problem is logged once (with how many polls repeated the previous one)."""
+
+    def __init__(self, client: PatroniClient, *, log: Any) -> None:
+        self._client = client
+        self._log = log
+        self._throttle = ErrorLogThrottle()
+        self.view: ClusterView | None = None  # the last good answer (None: none this term)
+        self.error: str | None = None  # None while /cluster answers well
+        self.errors = 0
+
+    async def read(self) -> ClusterView | None:
+        """The fresh view, or the last good one (logged once per change of problem)."""
+        try:
+            view = parse_cluster(await self._client.cluster())
+        except PatroniUnavailable as exc:
+            return self._failed(exc.cause, f"no /cluster answer: {exc.reason}")
+        except PatroniError as exc:
+            return self._failed("invalid", f"garbage /cluster answer: {exc}")
+        except ClusterParseError as exc:
+            return self._failed("invalid", f"garbage /cluster answer: {exc.reason}")
+        decision = self._throttle.observe("ok", "")
+        if self.error is not None and decision.log:
+            self._log.info(
+                "/cluster answering again",
+                previous=self.error,
+                failed_polls=decision.suppressed + 1,
+            )
+        self.error = None
+        self.view = view
+        return view
+
+    def _failed(self, cause: str, reason: str) -> ClusterView | None:
+        self.errors += 1
+        self.error = reason
+        decision = self._throttle.observe(cause, reason)
+        if decision.log:
+            kept = (
+                f"keeping the last good set of {len(self.view.members)} member(s)"
+                if self.view is not None
+                else "no good /cluster yet: nothing to balance"
+            )
+            self._log.warning(
+                "RO director: " + reason,
+                cause=cause,
+                action=kept,
+                repeats_of_previous=decision.suppressed,
+            )
+        return self.view
 
 
 async def probe_members(

@@ -702,7 +702,7 @@ async def test_a_failed_clear_stays_uncleared_and_is_retried(
     rig = Rig(client)
     rig.lb.fail = "netlink: no"
     await rig.step()
-    assert rig.director.phase is Phase.UNCLEARED and rig.director.clear_errors == 1
+    assert rig.director.phase is Phase.UNCLEARED and rig.director.status().clear_errors == 1
     rig.lb.fail = None
     await rig.step()
     assert rig.director.phase is Phase.STANDBY and rig.lb.clears == 1
