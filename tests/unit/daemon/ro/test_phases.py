@@ -4,6 +4,7 @@ the director relies on are the ones the table makes."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +78,19 @@ def test_stopped_is_terminal_and_reachable_from_everywhere() -> None:
 
 def test_holds_service_is_every_phase_a_clear_must_end() -> None:
     assert {P.UNCLEARED, P.WARMING, P.DIRECTING} == HOLDS_SERVICE
+
+
+def test_the_architecture_doc_lists_every_move_out_of_a_phase() -> None:
+    doc = (Path(__file__).resolve().parents[4] / "docs/architecture.md").read_text()
+    rows = {
+        line.split("|")[1].strip().split()[0].strip("`"): line
+        for line in doc.splitlines()
+        if line.startswith("| `")
+        and line.split("|")[1].strip().split()[0].strip("`") in {p.value for p in Phase}
+    }
+    assert set(rows) == {p.value for p in Phase}
+    for (phase, event), target in TRANSITIONS.items():
+        if target is not phase:
+            cells = rows[phase.value].split("|")
+            assert f"`{event.value}`" in cells[3], (phase, event)
+            assert f"`{target.value}`" in cells[4], (phase, event)
