@@ -16,9 +16,9 @@ from pgvip.lab import processes
 from pgvip.lab.cluster import Lab
 from pgvip.lab.errors import LabError
 from pgvip.lab.layout import SUPERUSER, SUPERUSER_PASSWORD
-from pgvip.lab.readiness import LEADER_ROLES
 from pgvip.lab.sampler import VipSampler
 from pgvip.lab.scenarios import new_leader_within
+from pgvip.patroni.roles import PRIMARY_ROLES
 
 RW_SCENARIOS = ("switchover", "kill")
 FAILOVER_TIMEOUT = 60.0
@@ -76,7 +76,7 @@ def replicas(lab: Lab, leader: str | None) -> list[str]:
         for n in lab.layout.node_names()
         if n != leader
         and members.get(n, {}).get("state") == "streaming"
-        and members.get(n, {}).get("role") not in LEADER_ROLES
+        and members.get(n, {}).get("role") not in PRIMARY_ROLES
     ]
 
 

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 from pgvip.config import Config, PatroniConfig, read_password_file
 from pgvip.daemon import resign_record
 from pgvip.daemon.cadence import Cadence
-from pgvip.daemon.director import Director
 from pgvip.daemon.instance_runner import AnnounceSettings, InstanceRunner
 from pgvip.daemon.notify import Notifier
 from pgvip.daemon.patroni_watch import FastPolling, PatroniWatch
 from pgvip.daemon.reconciler import Reconciler
-from pgvip.daemon.ro_role import RoleWatch
+from pgvip.daemon.ro.director import Director
+from pgvip.daemon.ro.role_watch import RoleWatch
 from pgvip.daemon.vrrp_channel import VrrpChannel, open_channel
 from pgvip.dataplane.address_watcher import AddressWatcher
 from pgvip.dataplane.addresses import AddressManager

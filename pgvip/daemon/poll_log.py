@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from pgvip.patroni.verdict import ErrorLogThrottle, Observation, Verdict
+from pgvip.daemon.log_throttle import ErrorLogThrottle
+from pgvip.patroni.verdict import Observation, Verdict
 
 
 class PollLog:

@@ -13,7 +13,8 @@ from pgvip.dataplane.address_watcher import AddressWatcher, EventsLost, LinkChan
 from pgvip.dataplane.addresses import AddressManager
 from pgvip.policy.link_gate import LinkState
 
-RECONCILE_INTERVAL = 2.0
+# Compare wanted VIPs with the interface this often, besides on every netlink event.
+VIP_RECONCILE_INTERVAL = 2.0
 
 
 class Reconciler:
@@ -23,7 +24,7 @@ class Reconciler:
         addresses: AddressManager,
         *,
         log: Any,
-        interval: float = RECONCILE_INTERVAL,
+        interval: float = VIP_RECONCILE_INTERVAL,
     ) -> None:
         self._runners = runners
         self._addresses = addresses

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pgvip.config import Config, ConfigError
-from pgvip.daemon.director import DirectorError
 from pgvip.daemon.engine import Engine
-from pgvip.daemon.reconciler import RECONCILE_INTERVAL
+from pgvip.daemon.reconciler import VIP_RECONCILE_INTERVAL
+from pgvip.daemon.ro.director import DirectorError
 from pgvip.daemon.snapshot import DaemonFacts, build_snapshot
 from pgvip.dataplane.addresses import AddressError
 from pgvip.dataplane.announce import AnnounceError
@@ -135,7 +135,7 @@ class Daemon:
         except Exception:
             await self._stop_status()
             raise
-        self.liveness.expect("reconcile", 3 * RECONCILE_INTERVAL + 1)
+        self.liveness.expect("reconcile", 3 * VIP_RECONCILE_INTERVAL + 1)
         self._daemon_tasks.append(loop.create_task(self.sd.watchdog(self.liveness.problem)))
         try:
             return await self._serve()

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from pgvip.daemon.engine import Engine
     from pgvip.daemon.instance_runner import InstanceRunner
     from pgvip.daemon.patroni_watch import PatroniWatch
-    from pgvip.daemon.ro_role import RoleWatch
+    from pgvip.daemon.ro.role_watch import RoleWatch
     from pgvip.status import Instances, RoInfo
 
     Watch = PatroniWatch | RoleWatch

@@ -7,8 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-LEADER_ROLES = ("leader", "master", "primary")
-REPLICA_ROLES = ("replica", "sync_standby", "quorum_standby")
+from pgvip.patroni.roles import PRIMARY_ROLES, REPLICA_ROLES
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ def assess_cluster(
     leaders = [
         name
         for name, m in by_name.items()
-        if m.get("role") in LEADER_ROLES and m.get("state") == "running"
+        if m.get("role") in PRIMARY_ROLES and m.get("state") == "running"
     ]
     leader = leaders[0] if len(leaders) == 1 else None
     parts: list[str] = []
@@ -79,7 +78,7 @@ def _live_problem(
         return f"(Patroni REST: {view})"
     role, state = view.get("role", "?"), view.get("state", "?")
     if node == leader:
-        if role not in LEADER_ROLES or state != "running":
+        if role not in PRIMARY_ROLES or state != "running":
             return f"(leads in DCS, but its Patroni says {role} {state})"
         streaming = {
             str(r.get("application_name"))

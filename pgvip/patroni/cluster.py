@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-LEADER_ROLES = frozenset({"leader", "standby_leader"})
-REPLICA_ROLES = frozenset({"replica", "sync_standby", "quorum_standby"})
-KNOWN_ROLES = LEADER_ROLES | REPLICA_ROLES
+from pgvip.patroni.roles import is_cluster_leader, is_replica
 
 # PostgreSQL's memory units, which Patroni's `?lag=` and `maximum_lag_on_failover` accept.
 SIZE_UNITS: Mapping[str, int] = {
@@ -43,7 +41,7 @@ class SizeError(ValueError):
 @dataclass(frozen=True)
 class Member:
     name: str
-    role: str  # one of KNOWN_ROLES; an unknown future role is kept, never balanced to
+    role: str  # one of roles.KNOWN_CLUSTER_ROLES; an unknown future role is kept, never balanced to
     state: str  # "running", "streaming", "in archive recovery", "stopped", ... ("" if absent)
     host: str | None = None  # PostgreSQL connect_address host; may be a DNS name
     port: int | None = None
@@ -56,11 +54,11 @@ class Member:
 
     @property
     def is_leader(self) -> bool:
-        return self.role in LEADER_ROLES
+        return is_cluster_leader(self.role)
 
     @property
     def is_replica(self) -> bool:
-        return self.role in REPLICA_ROLES
+        return is_replica(self.role)
 
 
 @dataclass(frozen=True)

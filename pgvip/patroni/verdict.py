@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "ErrorLogThrottle",
-    "LogDecision",
     "Observation",
     "PatroniError",
     "PatroniResponseError",
@@ -265,44 +263,3 @@ def decode_json(body: bytes, path: str) -> Any:
 def parse_patroni_body(body: bytes) -> PatroniStatus:
     """Decode and parse a `/patroni` body; raises PatroniResponseError on anything unexpected."""
     return parse_patroni_status(decode_json(body, "/patroni"))
-
-
-# -- log throttling ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LogDecision:
-    log: bool  # log this one: the first of its kind, or different from the previous one
-    suppressed: int  # identical repeats not logged since the last logged one (when log is True)
-    previous: tuple[str, str] | None  # the (cause, reason) being replaced, if any
-
-
-class ErrorLogThrottle:
-    """Repeated identical errors are logged once per change, not once per poll.
-
-    Feed it every outcome (including successes, e.g. cause "ok") in order; it answers whether
-    to log this one and how many identical ones went unlogged before it.
-    """
-
-    def __init__(self) -> None:
-        self._current: tuple[str, str] | None = None
-        self._repeats = 0
-
-    @property
-    def current(self) -> tuple[str, str] | None:
-        return self._current
-
-    @property
-    def repeats(self) -> int:
-        """Identical outcomes seen since the last logged one (not yet reported)."""
-        return self._repeats
-
-    def observe(self, cause: str, reason: str) -> LogDecision:
-        key = (cause, reason)
-        if key == self._current:
-            self._repeats += 1
-            return LogDecision(log=False, suppressed=0, previous=None)
-        decision = LogDecision(log=True, suppressed=self._repeats, previous=self._current)
-        self._current = key
-        self._repeats = 0
-        return decision

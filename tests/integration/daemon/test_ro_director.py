@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from pgvip.daemon.director import Director, psycopg_probe
+from pgvip.daemon.ro.director import Director
+from pgvip.daemon.ro.probes import psycopg_probe
 from pgvip.dataplane.addresses import AddressManager
 from pgvip.dataplane.balancer.nftables import NftablesLoadBalancer
 from pgvip.patroni.client import PatroniClient

@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv4Interface
 
 import pytest
 
-from pgvip.daemon.ro_role import RoleWatch, RoleWatchError, observe_status
+from pgvip.daemon.ro.role_watch import RoleWatch, RoleWatchError, observe_status
 from pgvip.patroni.client import PatroniClient
 from pgvip.patroni.verdict import (
     Observation,

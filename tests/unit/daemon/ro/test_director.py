@@ -17,12 +17,9 @@ from typing import Any
 
 import pytest
 
-from pgvip.daemon.director import (
-    WARMUP_SPACING,
-    Director,
-    DirectorError,
-    psycopg_probe,
-)
+from pgvip.daemon.ro.director import WARMUP_SPACING, Director, DirectorError
+from pgvip.daemon.ro.phases import Phase
+from pgvip.daemon.ro.probes import psycopg_probe
 from pgvip.dataplane.balancer import IPAddress, RealServer, VirtualService
 from pgvip.patroni.client import PatroniClient
 from pgvip.vrrp.actions import Transition
@@ -144,7 +141,7 @@ async def test_status_fits_the_status_api_schema(
     jsonschema_rs = pytest.importorskip("jsonschema_rs")
     yaml = pytest.importorskip("yaml")
     openapi = yaml.safe_load(
-        (Path(__file__).resolve().parents[3] / "docs/openapi.yaml").read_text()
+        (Path(__file__).resolve().parents[4] / "docs/openapi.yaml").read_text()
     )
     validator = jsonschema_rs.Draft202012Validator(
         {"$ref": "#/components/schemas/RoInfo", "components": openapi["components"]}
@@ -642,7 +639,7 @@ async def test_sql_probe_results_combine_with_http(
 
 
 def test_importing_the_director_does_not_import_psycopg() -> None:
-    code = "import sys, pgvip.daemon.director; print('psycopg' in sys.modules)"
+    code = "import sys, pgvip.daemon.ro.director; print('psycopg' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -653,3 +650,59 @@ def test_importing_the_director_does_not_import_psycopg() -> None:
 async def test_a_director_needs_an_ro_vip(client: PatroniClient) -> None:
     with pytest.raises(DirectorError, match=r"ro\.vip is not set"):
         Director(ro_config(vip=None), client, FakeBalancer(), log=RecordingLog())
+
+
+# -- phases ----------------------------------------------------------------------------------
+
+
+async def test_every_phase_change_is_logged_with_from_to_and_why(
+    cluster: Cluster,  # noqa: F811
+    client: PatroniClient,
+) -> None:
+    rig = Rig(client)
+    await rig.become_director()
+    assert rig.director.phase is Phase.DIRECTING
+    rig.director.on_transition(FROM_MASTER)
+    await rig.step()
+    assert rig.director.phase is Phase.STANDBY
+    await rig.director.stop()
+    assert rig.director.phase is Phase.STOPPED
+    moves = [
+        (event, kw["from"], kw["to"], kw["why"])
+        for level, event, kw in rig.log.records
+        if level == "info" and "from" in kw
+    ]
+    assert moves == [
+        ("RO balancer cleared", "uncleared", "standby", "start-up"),
+        ("RO director active", "standby", "warming", "the RO instance is MASTER"),
+        ("RO director warmed up", "warming", "directing", "1 warm-up round(s) probed"),
+        ("RO director inactive", "directing", "uncleared", "no longer the RO director"),
+        ("RO balancer cleared", "uncleared", "standby", "no longer the RO director"),
+        ("RO director stopped", "standby", "stopped", "shutdown"),
+    ]
+
+
+async def test_rise_one_directs_from_the_first_round(
+    cluster: Cluster,  # noqa: F811
+    client: PatroniClient,
+) -> None:
+    rig = Rig(client, rise=1)
+    await rig.step()
+    rig.director.on_transition(TO_MASTER)
+    await rig.step()
+    assert rig.director.phase is Phase.DIRECTING
+    assert rig.lb.current == service(*rs("p2", "p3"))
+    assert "RO director warmed up" in rig.log.events("info")
+
+
+async def test_a_failed_clear_stays_uncleared_and_is_retried(
+    cluster: Cluster,  # noqa: F811
+    client: PatroniClient,
+) -> None:
+    rig = Rig(client)
+    rig.lb.fail = "netlink: no"
+    await rig.step()
+    assert rig.director.phase is Phase.UNCLEARED and rig.director.status().clear_errors == 1
+    rig.lb.fail = None
+    await rig.step()
+    assert rig.director.phase is Phase.STANDBY and rig.lb.clears == 1

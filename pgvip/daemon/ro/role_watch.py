@@ -9,6 +9,7 @@ from typing import Any
 
 from pgvip.daemon.cadence import Cadence
 from pgvip.daemon.poll_log import PollLog
+from pgvip.patroni.roles import is_status_leader
 from pgvip.patroni.verdict import (
     Observation,
     PatroniError,
@@ -19,10 +20,8 @@ from pgvip.patroni.verdict import (
 from pgvip.policy.eligibility import EligibilityPolicy
 from pgvip.vrrp.events import EligibilityChanged, Event, PriorityChanged
 
-__all__ = ["LEADER_ROLES", "RUNNING_STATES", "RoleWatch", "RoleWatchError", "observe_status"]
+__all__ = ["RUNNING_STATES", "RoleWatch", "RoleWatchError", "observe_status"]
 
-# /patroni's role for the node holding the leader key ("master" before Patroni 3).
-LEADER_ROLES = frozenset({"primary", "master", "standby_leader"})
 # /patroni reports PostgreSQL's state as Patroni sees it; "running" is the serving one.
 RUNNING_STATES = frozenset({"running"})
 
@@ -106,7 +105,7 @@ class RoleWatch:
         return self.policy.eligible
 
     def priority_for(self, role: str) -> int:
-        return self.priority_leader if role in LEADER_ROLES else self.priority_replica
+        return self.priority_leader if is_status_leader(role) else self.priority_replica
 
     async def run(self) -> None:
         cadence = Cadence(self._interval, self._clock)
@@ -144,7 +143,7 @@ class RoleWatch:
         previous_role, self.role = self.role, role
         if wanted == self.priority:
             return
-        kind = "leader" if role in LEADER_ROLES else "replica"
+        kind = "leader" if is_status_leader(role) else "replica"
         reason = f"Patroni role {role}: ro.priority_{kind} {wanted}"
         self._log.info(
             "RO priority changed",

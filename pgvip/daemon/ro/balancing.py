@@ -1,0 +1,108 @@
+"""The RO engine's side of the load balancer: apply a desired service (logging a new set, a
+repaired drift, a failure once per change of error) and clear it, with the counters the
+status API shows. The Director decides when; this module does it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pgvip.daemon.log_throttle import ErrorLogThrottle
+from pgvip.dataplane.balancer import IPAddress, LoadBalancer, VirtualService
+from pgvip.policy.backends import BackendSet
+
+__all__ = ["BalancerDriver"]
+
+
+class BalancerDriver:
+    def __init__(self, balancer: LoadBalancer, *, log: Any, clock: Callable[[], float]) -> None:
+        self.balancer = balancer
+        self._log = log
+        self._clock = clock
+        self._throttle = ErrorLogThrottle()
+        self.applied: VirtualService | None = None  # the last service applied successfully
+        self.applied_at_mono: float | None = None
+        self.apply_failed = False  # the last apply raised; kept across terms until one works
+        self.applies = 0
+        self.apply_errors = 0
+        self.clears = 0
+        self.clear_errors = 0
+        self.last_apply_error: str | None = None
+        self.last_apply_at: float | None = None  # wall clock
+
+    @property
+    def name(self) -> str:
+        return self.balancer.name
+
+    def due(self, desired: VirtualService, now: float, reapply_interval: float) -> bool:
+        """Apply now: the service changed, the last apply failed, or it is time to re-apply."""
+        return (
+            desired != self.applied
+            or self.apply_failed
+            or self.applied_at_mono is None
+            or now - self.applied_at_mono >= reapply_interval
+        )
+
+    async def apply(self, desired: VirtualService, backend_set: BackendSet) -> None:
+        try:
+            changed = await self.balancer.apply(desired)
+        except Exception as exc:
+            self.apply_errors += 1
+            self.apply_failed = True
+            self.last_apply_error = f"{type(exc).__name__}: {exc}"
+            decision = self._throttle.observe("error", self.last_apply_error)
+            if decision.log:
+                self._log.error(
+                    "RO balancer apply failed; retrying next poll",
+                    dataplane=self.name,
+                    error=self.last_apply_error,
+                    repeats_of_previous=decision.suppressed,
+                )
+            return
+        if self.apply_failed:
+            self._log.info("RO balancer applied again", dataplane=self.name)
+            self._throttle.observe("ok", "")
+        self.applies += 1
+        self.apply_failed = False
+        self.last_apply_error = None
+        self.last_apply_at = time.time()
+        self.applied_at_mono = self._clock()
+        previous, self.applied = self.applied, desired
+        if desired != previous:
+            self._log.info(
+                "RO backends applied",
+                reason=backend_set.reason,
+                backends=[
+                    f"{b.member}={_endpoint(b.address, b.port)}/{b.weight}"
+                    for b in backend_set.backends
+                ],
+                fallback=backend_set.fallback_active,
+                dataplane=self.name,
+            )
+        elif changed:
+            self._log.warning(
+                "RO balancer drift repaired", dataplane=self.name, vip=str(desired.vip)
+            )
+
+    async def clear(self, why: str) -> bool:
+        """Empty the balancer; False (logged, counted) if it raised."""
+        try:
+            await self.balancer.clear()
+        except Exception as exc:
+            self.clear_errors += 1
+            self._log.error(
+                "RO balancer clear failed; retrying",
+                dataplane=self.name,
+                why=why,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return False
+        self.clears += 1
+        self.applied = None
+        self.applied_at_mono = None
+        return True
+
+
+def _endpoint(address: IPAddress, port: int) -> str:
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"

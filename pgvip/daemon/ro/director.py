@@ -1,0 +1,392 @@
+"""The RO director: while this node's RO VRRP instance is MASTER it reads `/cluster`, probes every
+replica and programs the load balancer; otherwise it keeps the balancer empty and, for "dr"
+forwarding, keeps the RO VIP on `lo` so this node can be a real server of whoever directs.
+
+Its phases and their legal moves are the table in `pgvip.daemon.ro.phases`; this module feeds
+that table and sequences the I/O: `/cluster` and the probes are in `probes`, applying and
+clearing in `balancing`, the VIP on lo in `real_server`, the reported status in `status`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, Literal, cast
+
+from pgvip.config import RoConfig
+from pgvip.daemon.ro.balancing import BalancerDriver
+from pgvip.daemon.ro.phases import HOLDS_SERVICE, DirectorInput, Phase, next_phase
+from pgvip.daemon.ro.probes import ClusterReader, SqlProbe, probe_members, psycopg_probe
+from pgvip.daemon.ro.real_server import LoopbackRealServer, LoVip, RealServerHooks
+from pgvip.daemon.ro.status import DirectorStatus, describe_backends
+from pgvip.dataplane.balancer import IPAddress, LoadBalancer, virtual_service
+from pgvip.patroni.client import PatroniClient
+from pgvip.patroni.cluster import ClusterView
+from pgvip.policy.backends import BackendPolicy, BackendSet, BackendSettings, ProbeResult
+from pgvip.vrrp.actions import Transition
+from pgvip.vrrp.states import State
+
+__all__ = [
+    "RO_REAPPLY_INTERVAL",
+    "WARMUP_SPACING",
+    "Director",
+    "DirectorError",
+]
+
+# Re-apply an unchanged RO service this often (apply() reads the kernel back, so drift
+# heals); also the standby cycle's cadence. Not the VIP address reconcile interval.
+RO_REAPPLY_INTERVAL = 5.0
+# A new director probes `rise` rounds this far apart before its first apply, so that taking
+# over does not pass through "no healthy replica" (fallback) for rise x poll_interval.
+WARMUP_SPACING = 0.1
+
+
+class DirectorError(RuntimeError):
+    """The director cannot be built from these settings (e.g. ro.vip is not set)."""
+
+
+class Director:
+    """Drives the RO balancer from the RO instance's transitions (see `on_transition`).
+
+    While active, every ro.poll_interval: `/cluster` from the local Patroni (a bad answer keeps
+    the last good membership, logged once per change of reason), each replica's own
+    `/replica?lag=<max_lag>` (and the SQL probe with ro.probe_sql) concurrently, each bounded
+    by ro.probe_timeout, then BackendPolicy and `balancer.apply()` when the service changed,
+    after a failed apply, or every `reconcile_interval`. A new director starts from a fresh
+    policy and probes `rise` rounds WARMUP_SPACING apart before its first apply.
+    While inactive: the balancer is cleared (also once at start-up, for a previous run's
+    leftovers) and, for "dr", the RO VIP is kept on lo.
+
+    Run `run()` as a task for the daemon's lifetime and call `await stop()` at shutdown,
+    before cancelling that task: stop() clears the balancer.
+    """
+
+    def __init__(
+        self,
+        config: RoConfig,
+        client: PatroniClient,
+        balancer: LoadBalancer,
+        *,
+        log: Any,
+        interface: str | None = None,
+        netns: str | None = None,
+        sql_probe: SqlProbe | None = None,
+        real_server: RealServerHooks | None = None,
+        dataplane_reason: str = "",
+        reconcile_interval: float = RO_REAPPLY_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if config.vip is None:
+            raise DirectorError("ro.vip is not set: there is no RO VIP to direct")
+        if not config.poll_interval > 0 or not config.probe_timeout > 0:
+            raise DirectorError(
+                f"ro.poll_interval and ro.probe_timeout must be > 0 seconds, got "
+                f"{config.poll_interval} and {config.probe_timeout}"
+            )
+        self.config = config
+        self.vip: IPAddress = config.vip.ip
+        self._client = client
+        self._driver = BalancerDriver(balancer, log=log, clock=clock)
+        self._log = log
+        self._clock = clock
+        self._reconcile_interval = reconcile_interval
+        self.dataplane_reason = dataplane_reason  # from choose_dataplane, for the status API
+        if config.probe_sql:
+            self._sql_probe: SqlProbe | None = sql_probe or psycopg_probe
+        else:
+            self._sql_probe = None
+        # Only "dr" real servers need the VIP on lo; "tun" needs a tunnel device (not automated).
+        self._lo: LoVip | None = None
+        if config.forwarding == "dr":
+            hooks = real_server or LoopbackRealServer(interface=interface, netns=netns)
+            self._lo = LoVip(hooks, self.vip, log=log)
+
+        self.policy = self._new_policy()
+        self._master = False  # the RO instance is MASTER: the input that (de)activates us
+        self.phase = Phase.UNCLEARED  # a previous run may have left a service behind
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()  # one balancer operation at a time (apply vs clear)
+        self._round: asyncio.Task[list[ProbeResult]] | None = None
+        self._warmup_left = 0  # observation rounds left while WARMING
+        self._fast_next = False
+        self._cluster = ClusterReader(client, log=log)
+        self._last_set: BackendSet | None = None
+        self._latest: dict[str, list[ProbeResult]] = {}  # the last round, per member
+
+        self.cycles = 0
+        self.probe_failures = 0
+
+    # -- the interface the Engine uses ----------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        return self.phase.directing
+
+    def on_transition(self, transition: Transition) -> None:
+        """InstanceRunner listener: MASTER activates, leaving MASTER deactivates."""
+        if transition.to_state is State.MASTER:
+            self.activate()
+        elif transition.from_state is State.MASTER:
+            self.deactivate()
+
+    def activate(self) -> None:
+        if self.phase is Phase.STOPPED or self._master:
+            return
+        self._master = True
+        self._wake.set()
+
+    def deactivate(self) -> None:
+        if not self._master:
+            return
+        self._master = False
+        if self._round is not None:
+            self._round.cancel()  # probes are only reads; an apply is never interrupted
+        self._wake.set()
+
+    async def run(self) -> None:
+        next_at = self._clock()
+        while self.phase is not Phase.STOPPED:
+            self._wake.clear()
+            try:
+                await self.step()
+            except Exception as exc:  # one bad cycle must not take the daemon (and RW) down
+                self._log.error("RO director cycle failed", error=f"{type(exc).__name__}: {exc}")
+            if self._master and self._fast_next:
+                interval = min(WARMUP_SPACING, self.config.poll_interval)
+            elif self._master:
+                interval = self.config.poll_interval
+            else:
+                interval = self._reconcile_interval
+            next_at += interval
+            now = self._clock()
+            if next_at < now:  # a slow cycle: no burst of catch-up cycles
+                next_at = now
+            if self._wake.is_set():
+                next_at = now  # (de)activated during the cycle: act at once
+                continue
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that races with the event being set (see Reconciler.run).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(next_at - now):
+                    await self._wake.wait()
+            if self._wake.is_set():
+                next_at = self._clock()
+
+    async def step(self) -> None:
+        """One cycle now: a director cycle while activated, a standby cycle otherwise.
+
+        `run()` calls it on its cadence; tests and tools may call it directly instead.
+        """
+        if self._master:
+            await self._director_cycle()
+        else:
+            await self._standby_cycle()
+
+    async def stop(self) -> None:
+        """Shutdown: clear the balancer and go inert. The VIP on lo ("dr") stays, as a real
+        server's static set-up would, so another director's connections to us keep working."""
+        previous = self.phase
+        self._enter(DirectorInput.STOP, "shutdown", "RO director stopped")
+        self.deactivate()
+        self._wake.set()
+        async with self._lock:
+            if previous in HOLDS_SERVICE:
+                await self._clear("shutdown")
+
+    def status(self) -> DirectorStatus:
+        view = self._cluster.view
+        active = self.active
+        current = self._last_set if active else None
+        infos = describe_backends(
+            self.policy.explain() if active else (),
+            view,
+            current,
+            self._latest,
+            mono_now=self._clock(),
+            wall_now=time.time(),
+        )
+        replicas = [m for m in view.members if m.is_replica] if view and active else []
+        healthy = sum(1 for b in infos if b.healthy and any(m.name == b.member for m in replicas))
+        if not active:
+            reason = "not the RO director"
+        elif current is None:
+            reason = self._cluster.error or "starting: no /cluster answer yet"
+        elif self.phase is Phase.WARMING:
+            reason = f"warming up: {current.reason}"
+        else:
+            reason = current.reason
+        d = self._driver
+        return DirectorStatus(
+            active=active,
+            dataplane=d.name,
+            dataplane_reason=self.dataplane_reason,
+            scheduler=self.config.scheduler,
+            forwarding=self.config.forwarding,
+            vip=str(self.vip),
+            port=self.config.port,
+            reason=reason,
+            fallback_active=bool(current and current.fallback_active),
+            healthy=healthy,
+            total=len(replicas),
+            backends=infos,
+            applied=self._driver.applied if active else None,
+            last_apply_at=d.last_apply_at,
+            last_apply_error=d.last_apply_error,
+            cluster_error=self._cluster.error,
+            cycles=self.cycles,
+            applies=d.applies,
+            apply_errors=d.apply_errors,
+            clears=d.clears,
+            clear_errors=d.clear_errors,
+            cluster_errors=self._cluster.errors,
+            probe_failures=self.probe_failures,
+        )
+
+    # -- cycles --------------------------------------------------------------------------
+
+    async def _director_cycle(self) -> None:
+        if not self.phase.directing:
+            # A new term starts from fresh facts: no health, membership or probe results
+            # carried over from an earlier term, however long ago that was.
+            self.policy = self._new_policy()
+            self._cluster.view = None
+            self._latest = {}
+            self._last_set = None
+            self._driver.applied = None
+            self._warmup_left = max(0, self.config.rise - 1)
+            self._enter(
+                DirectorInput.MASTER,
+                "the RO instance is MASTER",
+                "RO director active",
+                vip=str(self.vip),
+                dataplane=self._driver.name,
+                forwarding=self.config.forwarding,
+            )
+            if self._warmup_left == 0:
+                self._enter(DirectorInput.WARMED, "rise 1: no warm-up", "RO director warmed up")
+        if self._lo is not None and self._lo.on_lo is not False:
+            await self._lo.take_off()
+        self.cycles += 1
+        self._fast_next = False
+        view = await self._cluster.read()
+        if view is None or not self._master:
+            return
+        probes = await self._probe_round(view)
+        if probes is None:  # deactivated while probing
+            return
+        now = self._clock()
+        if self.phase is Phase.WARMING:
+            # Observation only: without the primary in these rounds, nothing enters the
+            # policy's active set that would then "drain" without ever having been programmed.
+            settings = self.policy.settings
+            self.policy.settings = replace(settings, fallback="none", include_primary=False)
+            try:
+                self._last_set = self.policy.update(view, probes, now)
+            finally:
+                self.policy.settings = settings
+            self._warmup_left -= 1
+            if self._warmup_left == 0:
+                why = f"{self.config.rise - 1} warm-up round(s) probed"
+                self._enter(DirectorInput.WARMED, why, "RO director warmed up")
+            self._fast_next = True
+            return
+        backend_set = self.policy.update(view, probes, now)
+        self._last_set = backend_set
+        desired = virtual_service(
+            self.vip,
+            self.config.port,
+            backend_set.backends,
+            scheduler=self.config.scheduler,
+            forwarding=self.config.forwarding,
+            persistence_timeout=self.config.persistence_timeout,
+        )
+        if not self._driver.due(desired, now, self._reconcile_interval):
+            return
+        async with self._lock:
+            if not self._master or self.phase is Phase.STOPPED:
+                return  # deactivated meanwhile: the standby cycle clears instead
+            await self._driver.apply(desired, backend_set)
+
+    async def _standby_cycle(self) -> None:
+        if self.phase in HOLDS_SERVICE:
+            was_active = self.phase.directing
+            why = "no longer the RO director" if was_active else "start-up"
+            self._enter(DirectorInput.NOT_MASTER, why, "RO director inactive")
+            self._warmup_left = 0
+            async with self._lock:
+                if not self._master:
+                    await self._clear(why)
+        if self._lo is not None and not self._master:
+            await self._lo.put_on()
+
+    # -- /cluster and probes -------------------------------------------------------------
+
+    async def _probe_round(self, view: ClusterView) -> list[ProbeResult] | None:
+        """Probe every candidate concurrently; None if deactivated meanwhile."""
+        self._round = asyncio.get_running_loop().create_task(self._probe_all(view))
+        try:
+            return await self._round
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled ourselves, not just the round
+            return None
+        finally:
+            self._round = None
+
+    async def _probe_all(self, view: ClusterView) -> list[ProbeResult]:
+        results = await probe_members(
+            view,
+            self._client,
+            max_lag=self.config.max_lag,
+            timeout=self.config.probe_timeout,
+            sql_probe=self._sql_probe,
+            clock=self._clock,
+        )
+        latest: dict[str, list[ProbeResult]] = {}
+        for r in results:
+            latest.setdefault(r.member, []).append(r)
+            if not r.ok:
+                self.probe_failures += 1
+        self._latest = latest
+        return results
+
+    # -- the balancer and lo ---------------------------------------------------------------
+
+    async def _clear(self, why: str) -> None:
+        if not await self._driver.clear(why):
+            self._enter(DirectorInput.CLEAR_FAILED, why)
+            return
+        self._last_set = None
+        fields = {"dataplane": self._driver.name}
+        if not self._enter(DirectorInput.CLEARED, why, "RO balancer cleared", **fields):
+            self._log.info("RO balancer cleared", why=why, **fields)
+
+    def _enter(
+        self, event: DirectorInput, why: str, message: str = "RO director phase", **fields: Any
+    ) -> bool:
+        """Move by the phase table; a change is logged with from/to/why. True if it moved."""
+        old = self.phase
+        self.phase = new = next_phase(old, event)
+        if new is old:
+            return False
+        self._log.info(message, **{"from": old.value, "to": new.value}, why=why, **fields)
+        return True
+
+    def _new_policy(self) -> BackendPolicy:
+        c = self.config
+        return BackendPolicy(
+            BackendSettings(
+                max_lag=c.max_lag,
+                rise=c.rise,
+                fall=c.fall,
+                drain_timeout=c.drain_timeout,
+                fallback=cast(Literal["primary", "none"], c.fallback),
+                include_primary=c.include_primary,
+                # NAT rewrites the port, so each member's own; DR and TUN cannot.
+                port=None if c.forwarding == "nat" else c.port,
+                family=cast(Literal[4, 6], self.vip.version),
+            )
+        )
