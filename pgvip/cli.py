@@ -25,7 +25,10 @@ def _fail(message: str) -> None:
 
 
 def config_options(func: Any) -> Any:
-    """The flags that set config keys; each beats PGVIP_* env, which beats the file."""
+    """`--config` plus one flag per schema row that has one (pgvip.config.schema); each
+    beats PGVIP_* env, which beats the file."""
+    from pgvip.config.schema import SCHEMA
+
     options = [
         click.option(
             "--config",
@@ -33,17 +36,17 @@ def config_options(func: Any) -> Any:
             metavar="FILE",
             default=None,
             help=f"TOML config file (default {DEFAULT_CONFIG}; env PGVIP_CONFIG)",
-        ),
-        click.option(
-            "--patroni-url", help="this node's Patroni REST API, e.g. http://127.0.0.1:8008"
-        ),
-        click.option("--interface", help="interface that carries the VIPs and VRRP"),
-        click.option("--rw-vip", help="read-write VIP in CIDR form, IPv4 or IPv6"),
-        click.option("--rw-vrid", type=int, help="VRRP router id of the RW VIP (1-255)"),
-        click.option("--priority", type=int, help="VRRP priority of the RW instance (1-254)"),
-        click.option("--ro-vip", help="read-only VIP in CIDR form"),
-        click.option("--ro-vrid", type=int, help="VRRP router id of the RO VIP (1-255)"),
+        )
     ]
+    for setting in SCHEMA:
+        if setting.option is None or setting.flag is None:
+            continue
+        kind = int if setting.kind == "integer" else None
+        options.append(
+            click.option(
+                setting.option, setting.flag, type=kind, help=f"{setting.name}: {setting.help}"
+            )
+        )
     for option in reversed(options):
         func = option(func)
     return func

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import ipaddress
 import time
 from collections.abc import Coroutine
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING
 
-from pgvip.config import Config, PatroniConfig, read_password_file
+from pgvip.config import Config, PatroniConfig, read_password_file, without_hot_keys
 from pgvip.daemon import resign_record
 from pgvip.daemon.cadence import Cadence
 from pgvip.daemon.instance_runner import AnnounceSettings, InstanceRunner
@@ -66,38 +65,6 @@ class RoPipeline:
     runner: InstanceRunner
     watch: RoleWatch
     director: Director
-
-
-# Settings a running election can take on a reload. Anything else (interface, VIPs, VRIDs,
-# advert interval, unicast peers, the Patroni URL and TLS, the RO VIP) rebuilds the engine.
-_HOT_PATRONI = (
-    "rise",
-    "fall",
-    "grace",
-    "poll_interval",
-    "fast_poll_interval",
-    "fast_poll_window",
-    "failsafe_keep",
-    "failsafe_max",
-)
-
-
-def without_hot_keys(config: Config, base: Config) -> Config:
-    """`config` with every hot-reloadable setting taken from `base`."""
-    patroni = dataclasses.replace(
-        config.patroni, **{k: getattr(base.patroni, k) for k in _HOT_PATRONI}
-    )
-    return dataclasses.replace(
-        config,
-        patroni=patroni,
-        rw=dataclasses.replace(config.rw, priority=base.rw.priority),
-        announce=base.announce,
-        notify=base.notify,
-        log=base.log,
-        status=base.status,
-        path=base.path,
-        warnings=base.warnings,
-    )
 
 
 def _password(cfg: PatroniConfig) -> str | None:

@@ -7,23 +7,12 @@ caller can keep its last good view instead of emptying the RO pool on one bad re
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from pgvip.patroni.roles import is_cluster_leader, is_replica
-
-# PostgreSQL's memory units, which Patroni's `?lag=` and `maximum_lag_on_failover` accept.
-SIZE_UNITS: Mapping[str, int] = {
-    "B": 1,
-    "kB": 1024,
-    "MB": 1024**2,
-    "GB": 1024**3,
-    "TB": 1024**4,
-}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*$")
 
 
 class ClusterParseError(ValueError):
@@ -32,10 +21,6 @@ class ClusterParseError(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"cannot parse Patroni /cluster answer: {reason}")
         self.reason = reason
-
-
-class SizeError(ValueError):
-    """A size such as `max_lag = "16MB"` is not a number of bytes with a PostgreSQL unit."""
 
 
 @dataclass(frozen=True)
@@ -76,31 +61,6 @@ class ClusterView:
     @property
     def leader_member(self) -> Member | None:
         return None if self.leader is None else self.member(self.leader)
-
-
-def parse_size(value: int | str) -> int:
-    """Bytes from an int or a PostgreSQL-style size ("16MB", "1.5GB", "512kB", "100B", "4096").
-
-    Units are powers of 1024 and case-sensitive, as in postgresql.conf and Patroni.
-    """
-    if isinstance(value, bool):
-        raise SizeError(f"size must be a number of bytes or a string like '16MB', got {value!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise SizeError(f"size must not be negative, got {value}")
-        return value
-    if not isinstance(value, str):
-        raise SizeError(f"size must be a number of bytes or a string like '16MB', got {value!r}")
-    m = _SIZE_RE.match(value)
-    if m is None:
-        raise SizeError(f"size {value!r} is not a number with an optional unit (B, kB, MB, GB, TB)")
-    number, unit = m.groups()
-    if unit and unit not in SIZE_UNITS:
-        hint = next((u for u in SIZE_UNITS if u.lower() == unit.lower()), None)
-        extra = f" (did you mean {hint!r}? units are case-sensitive)" if hint else ""
-        raise SizeError(f"size {value!r} has unknown unit {unit!r}{extra}; use B, kB, MB, GB or TB")
-    # Patroni rounds fractional sizes (parse_int), so "4097.5kB" is 4195840 bytes.
-    return round(float(number) * SIZE_UNITS[unit or "B"])
 
 
 def parse_cluster(data: bytes | str | Mapping[str, Any]) -> ClusterView:

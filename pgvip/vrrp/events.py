@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pgvip.ranges import require_int
 from pgvip.vrrp.packet import Advert, IPAddress
 from pgvip.vrrp.states import State
 
@@ -45,12 +46,13 @@ class PriorityChanged:
     reason: str  # human text, e.g. "Patroni role replica"
 
     def __post_init__(self) -> None:
-        p = self.priority
-        if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 254:
-            raise ValueError(
-                f"PriorityChanged priority must be an integer in 1..254 (0 means resigning, "
-                f"255 is the address owner), got {p!r}"
-            )
+        require_int(
+            "PriorityChanged priority",
+            self.priority,
+            1,
+            254,
+            hint=" (0 means resigning, 255 is the address owner)",
+        )
 
 
 @dataclass(frozen=True)

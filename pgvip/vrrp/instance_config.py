@@ -6,16 +6,12 @@ import math
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
+from pgvip.ranges import require_int
 from pgvip.vrrp.packet import MAX_ADDRESSES, MAX_ADVERT_INT, IPAddress
 
 __all__ = ["InstanceConfig", "VipInterface"]
 
 VipInterface = IPv4Interface | IPv6Interface
-
-
-def _require_int(name: str, value: object, low: int, high: int, hint: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name} must be an integer in {low}..{high}{hint}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -35,15 +31,15 @@ class InstanceConfig:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"instance name must be a non-empty string, got {self.name!r}")
         where = f"instance {self.name!r}: "
-        _require_int(where + "vrid", self.vrid, 1, 255)
-        _require_int(
+        require_int(where + "vrid", self.vrid, 1, 255)
+        require_int(
             where + "priority",
             self.priority,
             1,
             254,
-            " (255 is the RFC's address owner, which pgvip never is; 0 means resigning)",
+            hint=" (255 is the RFC's address owner, which pgvip never is; 0 means resigning)",
         )
-        _require_int(where + "advert_int", self.advert_int, 1, MAX_ADVERT_INT, " centiseconds")
+        require_int(where + "advert_int", self.advert_int, 1, MAX_ADVERT_INT, hint=" centiseconds")
         if not isinstance(self.primary_address, IPv4Address | IPv6Address):
             raise ValueError(
                 f"{where}primary_address must be an IPv4Address or IPv6Address, "

@@ -9,6 +9,8 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
+from pgvip.ranges import require_int
+
 IPAddress = IPv4Address | IPv6Address
 
 VRRP_MCAST_V4 = IPv4Address("224.0.0.18")
@@ -83,11 +85,6 @@ def _check_endpoints(src: object, dst: object) -> int:
     return src.version
 
 
-def _check_range(name: str, value: object, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name} must be an integer in {low}..{high}, got {value!r}")
-
-
 def encode(advert: Advert, src: IPAddress, dst: IPAddress) -> bytes:
     """The VRRP message (header + addresses) with its checksum over the pseudo-header.
 
@@ -95,9 +92,9 @@ def encode(advert: Advert, src: IPAddress, dst: IPAddress) -> bytes:
     that is a bug on our side, unlike VrrpPacketError which blames the peer.
     """
     version = _check_endpoints(src, dst)
-    _check_range("vrid", advert.vrid, 1, 255)
-    _check_range("priority", advert.priority, 0, 255)
-    _check_range("max_advert_int (centiseconds)", advert.max_advert_int, 1, MAX_ADVERT_INT)
+    require_int("vrid", advert.vrid, 1, 255)
+    require_int("priority", advert.priority, 0, 255)
+    require_int("max_advert_int (centiseconds)", advert.max_advert_int, 1, MAX_ADVERT_INT)
     addresses = advert.addresses
     if not isinstance(addresses, tuple) or not 1 <= len(addresses) <= MAX_ADDRESSES:
         count = len(addresses) if isinstance(addresses, tuple | list) else addresses

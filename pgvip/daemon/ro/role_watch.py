@@ -18,6 +18,7 @@ from pgvip.patroni.verdict import (
     Verdict,
 )
 from pgvip.policy.eligibility import EligibilityPolicy
+from pgvip.ranges import require_int
 from pgvip.vrrp.events import EligibilityChanged, Event, PriorityChanged
 
 __all__ = ["RUNNING_STATES", "RoleWatch", "RoleWatchError", "observe_status"]
@@ -75,8 +76,7 @@ class RoleWatch:
             ("priority_leader", priority_leader),
             ("priority_replica", priority_replica),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 254:
-                raise RoleWatchError(f"{name} must be an integer in 1..254, got {value!r}")
+            require_int(name, value, 1, 254, error=RoleWatchError)
         self._status = status
         self.policy = policy
         self.priority_leader = priority_leader

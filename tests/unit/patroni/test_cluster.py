@@ -11,10 +11,9 @@ from pgvip.patroni.cluster import (
     ClusterParseError,
     ClusterView,
     Member,
-    SizeError,
     parse_cluster,
-    parse_size,
 )
+from pgvip.units import SizeError, parse_size
 
 # Shape of a Patroni 4.1 answer: leader, a streaming replica, a sync standby with unknown lag.
 PATRONI_CLUSTER: dict[str, Any] = {
