@@ -263,7 +263,8 @@ def _check_invocation(tokens: list[str]) -> str | None:
     while (
         isinstance(cmd, click.Group) and i < len(tokens) and re.match(r"^[a-z][a-z-]*$", tokens[i])
     ):
-        sub = cmd.commands.get(tokens[i])
+        # get_command, not .commands: `lab` is attached lazily (pgvip/lazy_group.py).
+        sub = cmd.get_command(click.Context(cmd), tokens[i])
         if sub is None:
             return f"no command `pgvip {' '.join([*words, tokens[i]])}`"
         words.append(tokens[i])
