@@ -168,3 +168,60 @@ def longest_gap(gap_list: Sequence[Gap]) -> float | None:
     if any(not g.recovered for g in gap_list):
         return None
     return max((g.duration or 0.0 for g in gap_list), default=0.0)
+
+
+def error_kind(err: str | None) -> str:
+    """'refused: connection refused ...' -> 'refused' (the stable label of classify_error)."""
+    if not err:
+        return "error"
+    return err.split(":", 1)[0].strip() or "error"
+
+
+@dataclass(frozen=True)
+class Failures:
+    """Every failed attempt of one path in a window, not only the longest run of them: a path
+    whose failures alternate with successes (a balancer still sending some connections to a
+    stopped replica) shows its whole failing stretch in `window`."""
+
+    path: str
+    count: int
+    first: float | None  # start time of the first failed attempt
+    last: float | None  # start time of the last failed attempt
+    kinds: Mapping[str, int]
+
+    @property
+    def window(self) -> float:
+        """From the first failed attempt to the last one (0.0 for none or one)."""
+        if self.first is None or self.last is None:
+            return 0.0
+        return self.last - self.first
+
+    def kinds_text(self) -> str:
+        """'refused 3, timeout 1', most frequent first; '-' for none."""
+        if not self.kinds:
+            return "-"
+        ordered = sorted(self.kinds.items(), key=lambda kv: (-kv[1], kv[0]))
+        return ", ".join(f"{kind} {n}" for kind, n in ordered)
+
+
+def failures(
+    samples: Iterable[Mapping[str, Any]], path: str, since: float, until: float
+) -> Failures:
+    """The failed attempts of `path` (any `<path>_ok` key) among samples with since <= t <
+    until; samples that did not try the path are ignored."""
+    key = f"{path}_ok"
+    failed = sorted(
+        (s for s in samples if s.get(key) is False and since <= float(s["t"]) < until),
+        key=lambda s: float(s["t"]),
+    )
+    kinds: dict[str, int] = {}
+    for s in failed:
+        kind = error_kind(s.get(f"{path}_err"))
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return Failures(
+        path,
+        len(failed),
+        float(failed[0]["t"]) if failed else None,
+        float(failed[-1]["t"]) if failed else None,
+        kinds,
+    )

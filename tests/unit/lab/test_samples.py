@@ -103,3 +103,24 @@ def test_gaps_window_keeps_an_outage_that_straddles_since() -> None:
     ]
     with pytest.raises(ProbeError, match="unknown probe target 'rx'"):
         samples.gaps(rows, "rx")
+
+
+def test_failures_counts_every_failure_and_the_first_to_last_window() -> None:
+    from pgvip.lab.samples import failures
+
+    rows = [
+        {"seq": i, "t": 10.0 + i * 0.02, "ro_ok": ok, "ro_err": err}
+        for i, (ok, err) in enumerate(
+            [(True, None), (False, "refused: x"), (True, None), (False, "refused: y"),
+             (True, None), (False, "timeout"), (True, None)]
+        )
+    ]  # fmt: skip
+    rows.append({"seq": 99, "t": 10.05})  # did not try ro: ignored
+    got = failures(rows, "ro", 10.0, 11.0)
+    assert got.count == 3
+    assert got.first == pytest.approx(10.02) and got.last == pytest.approx(10.10)
+    assert got.window == pytest.approx(0.08)
+    assert dict(got.kinds) == {"refused": 2, "timeout": 1}
+    assert got.kinds_text() == "refused 2, timeout 1"
+    none = failures(rows, "ro", 10.11, 11.0)
+    assert (none.count, none.window, none.kinds_text()) == (0, 0.0, "-")
