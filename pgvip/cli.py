@@ -196,6 +196,16 @@ def release(interfaces: tuple[str, ...], config_path: str | None) -> None:
         click.echo("pgvip: nftables table pgvip removed (if there was one)")
     elif not removed:
         click.echo("pgvip: nothing to release")
+    from pgvip.dataplane.stale_guard import TABLE as GUARD_TABLE
+    from pgvip.dataplane.stale_guard import GuardError, StaleGuard
+
+    if find_nft() is not None:
+        try:
+            had_guard = asyncio.run(StaleGuard(()).remove())
+        except GuardError as exc:
+            _fail(str(exc))
+        if had_guard:
+            click.echo(f"pgvip: nftables table {GUARD_TABLE} (stale-ARP guard) removed")
     if ipvs_service is not None and ipvs_available()[0]:
         from pgvip.dataplane.balancer.ipvs import IpvsLoadBalancer
 

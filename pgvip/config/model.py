@@ -79,6 +79,7 @@ class AnnounceConfig:
     garp_count: int
     garp_interval: float
     garp_refresh: float
+    reset_stale: bool
 
 
 @dataclass(frozen=True)

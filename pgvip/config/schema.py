@@ -210,6 +210,10 @@ SCHEMA: tuple[Setting, ...] = (
     _s("announce", "garp_refresh", "number", 0.0,
        "Seconds between re-announcements while MASTER; 0 = off.",
        check=float_range(0, 86400), unit="seconds", hot=True),
+    _s("announce", "reset_stale", "boolean", True,
+       "Answer TCP sent to a VIP this node does not hold with a reset (nftables table "
+       "inet pgvip_guard), so a client whose ARP cache still points here retries at once "
+       "instead of waiting out a lost SYN."),
     # [notify]
     _s("notify", "command", "string", None,
        "Run as: command INSTANCE STATE PRIORITY on every transition (keepalived style); "

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from pgvip.config import Config, PatroniConfig, read_password_file, without_hot_keys
 from pgvip.daemon import resign_record
 from pgvip.daemon.cadence import Cadence
+from pgvip.daemon.guard_keeper import keep_guard
 from pgvip.daemon.instance_runner import AnnounceSettings, InstanceRunner
 from pgvip.daemon.notify import Notifier
 from pgvip.daemon.patroni_watch import FastPolling, PatroniWatch
@@ -32,6 +33,7 @@ from pgvip.dataplane.addresses import AddressManager
 from pgvip.dataplane.announce import Announcer, send_garp, send_unsolicited_na
 from pgvip.dataplane.balancer.choice import choose_dataplane
 from pgvip.dataplane.interfaces import primary_address
+from pgvip.dataplane.stale_guard import StaleGuard
 from pgvip.log import Logger
 from pgvip.patroni.client import PatroniClient
 from pgvip.policy.eligibility import EligibilityPolicy
@@ -109,6 +111,7 @@ class Engine:
         self.rw: RwPipeline | None = None
         self.ro: RoPipeline | None = None
         self.reconciler: Reconciler | None = None
+        self.guard: StaleGuard | None = None
         self._runners: list[InstanceRunner] = []  # shared with the reconciler
         self._tasks: list[asyncio.Task[None]] = []
         self._stack = contextlib.AsyncExitStack()
@@ -158,6 +161,9 @@ class Engine:
         self.reconciler = Reconciler(self._runners, self.addresses, log=self.log)
         watcher = await self._stack.enter_async_context(AddressWatcher())
 
+        if cfg.announce.reset_stale:
+            self.guard = StaleGuard([v.ip for v in vips])
+            self._spawn(keep_guard(self.guard, self.log), "stale-guard")
         self._spawn(self._channel.serve(), "vrrp-rx")
         for runner in self._runners:
             self._spawn(runner.run(), f"vrrp-{runner.name}")

@@ -1,0 +1,108 @@
+"""Ask one host, by its MAC, what it does with a TCP SYN to a VIP: accept, reset, or drop.
+
+A client whose ARP cache still names the old holder sends its SYN there; what that host
+answers is what the client's connect sees. This sends a hand-made SYN in an Ethernet frame
+addressed to a chosen MAC (so every host can be asked, whatever the neighbour cache says)
+and classifies the first answer: SYN+ACK "accept", RST "reset", ICMP "unreachable", nothing
+within the timeout "silent". IPv4 only; needs CAP_NET_RAW; run inside the client's namespace.
+The client's kernel answers a SYN+ACK it did not expect with a reset, so nothing lingers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import select
+import socket
+import struct
+import time
+
+ETH_P_IP = 0x0800
+OUTCOMES = ("accept", "reset", "unreachable", "silent")
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _mac(text: str) -> bytes:
+    raw = bytes.fromhex(text.replace(":", ""))
+    if len(raw) != 6:
+        raise ValueError(f"not a MAC address: {text!r}")
+    return raw
+
+
+def syn_frame(
+    src_mac: str, dst_mac: str, src: str, dst: str, sport: int, dport: int, seq: int
+) -> bytes:
+    """An Ethernet frame carrying one TCP SYN (IPv4, no options)."""
+    s, d = ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, 0x02, 64240, 0, 0)
+    pseudo = s + d + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp))
+    tcp = tcp[:16] + struct.pack("!H", _checksum(pseudo + tcp)) + tcp[18:]
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), seq & 0xFFFF, 0x4000, 64,
+        socket.IPPROTO_TCP, 0, s, d,
+    )  # fmt: skip
+    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    return _mac(dst_mac) + _mac(src_mac) + struct.pack("!H", ETH_P_IP) + ip + tcp
+
+
+def classify(frame: bytes, vip: str, sport: int, dport: int) -> str | None:
+    """The outcome a received frame means for our SYN, or None if it is not an answer."""
+    if len(frame) < 34 or struct.unpack("!H", frame[12:14])[0] != ETH_P_IP:
+        return None
+    ip = frame[14:]
+    ihl = (ip[0] & 0x0F) * 4
+    proto, src = ip[9], socket.inet_ntoa(ip[12:16])
+    if proto == socket.IPPROTO_ICMP and len(ip) >= ihl + 8 + 28:
+        inner = ip[ihl + 8 :]
+        inner_ihl = (inner[0] & 0x0F) * 4
+        if socket.inet_ntoa(inner[16:20]) == vip and len(inner) >= inner_ihl + 4:
+            isport, idport = struct.unpack("!HH", inner[inner_ihl : inner_ihl + 4])
+            if (isport, idport) == (sport, dport) and ip[ihl] == 3:
+                return "unreachable"
+        return None
+    if proto != socket.IPPROTO_TCP or src != vip or len(ip) < ihl + 14:
+        return None
+    th_sport, th_dport = struct.unpack("!HH", ip[ihl : ihl + 4])
+    if (th_sport, th_dport) != (dport, sport):
+        return None
+    flags = ip[ihl + 13]
+    if flags & 0x04:
+        return "reset"
+    if flags & 0x12 == 0x12:
+        return "accept"
+    return None
+
+
+def probe(ifname: str, dst_mac: str, vip: str, port: int, *, timeout: float = 0.3) -> str:
+    """Send one SYN for vip:port to `dst_mac` out of `ifname`; one of OUTCOMES."""
+    with open(f"/sys/class/net/{ifname}/address") as f:
+        src_mac = f.read().strip()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe_sock:
+        # The source address the kernel would use towards the VIP.
+        probe_sock.connect((vip, port))
+        src = probe_sock.getsockname()[0]
+    sport = 20000 + int.from_bytes(os.urandom(2), "big") % 40000
+    seq = int.from_bytes(os.urandom(4), "big")
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP)) as sock:
+        sock.bind((ifname, ETH_P_IP))
+        sock.send(syn_frame(src_mac, dst_mac, src, vip, sport, port, seq))
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([sock], [], [], left)
+            if not ready:
+                break
+            frame, addr = sock.recvfrom(65535)
+            if addr[2] == socket.PACKET_OUTGOING:
+                continue
+            outcome = classify(frame, vip, sport, port)
+            if outcome is not None:
+                return outcome
+    return "silent"

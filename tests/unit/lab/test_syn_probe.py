@@ -1,0 +1,36 @@
+"""The SYN probe's frames, pure: what it sends and how it reads the answers."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from pgvip.lab.syn_probe import _checksum, classify, syn_frame
+
+SRC, VIP, MAC_C, MAC_A = "192.0.2.3", "192.0.2.50", "02:00:00:00:00:03", "02:00:00:00:00:01"
+
+
+def _answer(flags: int, *, src: str = VIP, sport: int = 5432, dport: int = 40000) -> bytes:
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 0, 1, 5 << 4, flags, 0, 0, 0)
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, 6, 0, socket.inet_aton(src), socket.inet_aton(SRC)
+    )
+    return bytes(6) + bytes(6) + b"\x08\x00" + ip + tcp
+
+
+def test_the_syn_frame_is_addressed_to_the_chosen_mac_with_valid_checksums() -> None:
+    frame = syn_frame(MAC_C, MAC_A, SRC, VIP, 40000, 5432, 7)
+    assert frame[:6] == bytes.fromhex("020000000001") and frame[12:14] == b"\x08\x00"
+    ip, tcp = frame[14:34], frame[34:]
+    assert _checksum(ip) == 0  # a header with its checksum sums to zero
+    pseudo = socket.inet_aton(SRC) + socket.inet_aton(VIP) + struct.pack("!BBH", 0, 6, len(tcp))
+    assert _checksum(pseudo + tcp) == 0
+    assert tcp[13] == 0x02  # SYN only
+
+
+def test_answers_are_classified_and_strangers_ignored() -> None:
+    assert classify(_answer(0x12), VIP, 40000, 5432) == "accept"
+    assert classify(_answer(0x14), VIP, 40000, 5432) == "reset"
+    assert classify(_answer(0x12, dport=40001), VIP, 40000, 5432) is None  # another probe's
+    assert classify(_answer(0x12, src="192.0.2.9"), VIP, 40000, 5432) is None
+    assert classify(b"\x00" * 20, VIP, 40000, 5432) is None
