@@ -198,7 +198,9 @@ SCHEMA: tuple[Setting, ...] = (
     _s("ro", "persistence_timeout", "integer", 0,
        "Seconds a client sticks to its backend; 0 = off.", check=int_range(0, 86400),
        unit="seconds"),
-    _s("ro", "poll_interval", "number", 1.0, "Seconds between backend probes.",
+    _s("ro", "poll_interval", "number", 0.5,
+       "Seconds between backend probes (by the director only); a replica that answers no "
+       "(its /replica 503, connection refused) leaves rotation at its first such probe.",
        check=_SECONDS_60, unit="seconds"),
     # [announce]
     _s("announce", "garp_count", "integer", 3,

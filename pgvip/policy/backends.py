@@ -55,6 +55,11 @@ class ProbeResult:
     at: float  # monotonic time of the answer; a result is counted once per distinct `at`
     lag: int | None = None  # bytes, if the probe learnt it
     kind: str = "http"  # results of different kinds must all be ok for a good observation
+    # A failure that is an answer, not a doubt: the member itself said no (its /replica 503)
+    # or nothing listens (connection refused). It removes a healthy backend at once instead
+    # of after `fall`, since every connection sent there meanwhile fails. Timeouts and garbage
+    # are doubts and still need `fall`.
+    definitive: bool = False
 
 
 @dataclass(frozen=True)
@@ -313,6 +318,9 @@ class BackendPolicy:
             health.successes = 0
             if not health.healthy:
                 health.reason = bad
+            elif _definitive(health.latest.values()):
+                health.healthy = False
+                health.reason = f"{bad} (a definite no: out at once, not after fall {s.fall})"
             elif health.failures >= s.fall:
                 health.healthy = False
                 health.reason = f"{bad} x{health.failures} (fall {s.fall})"
@@ -358,6 +366,10 @@ def _weight(m: Member) -> tuple[int, str]:
 
 def _by_kind(results: Iterable[ProbeResult]) -> list[ProbeResult]:
     return sorted(results, key=lambda p: p.kind)
+
+
+def _definitive(latest: Iterable[ProbeResult]) -> bool:
+    return any(not p.ok and p.definitive for p in latest)
 
 
 def _first_problem(m: Member, latest: Iterable[ProbeResult], max_lag: int | None) -> str | None:

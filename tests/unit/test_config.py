@@ -117,7 +117,7 @@ def test_defaults_of_the_new_sections(tmp_path: Path) -> None:
     assert (ro.probe_sql, ro.probe_timeout, ro.rise, ro.fall) == (False, 1.0, 2, 2)
     assert (ro.drain_timeout, ro.fallback, ro.include_primary) == (10.0, "primary", False)
     assert (ro.dataplane, ro.scheduler, ro.forwarding) == ("auto", "rr", "nat")
-    assert (ro.persistence_timeout, ro.poll_interval) == (0, 1.0)
+    assert (ro.persistence_timeout, ro.poll_interval) == (0, 0.5)
     assert cfg.status.listen == ipaddress.ip_address("127.0.0.1")
     assert cfg.status.port == 8010
     assert (cfg.patroni.failsafe_keep, cfg.patroni.failsafe_max) == (True, 30.0)

@@ -64,8 +64,9 @@ async def psycopg_probe(
         conn = await psycopg.AsyncConnection.connect(**params)
     except psycopg.Error as exc:
         return ProbeResult(
-            member, False, f"SQL: {target}: {_first_line(exc)}", now_fn(), kind="sql"
-        )
+            member, False, f"SQL: {target}: {_first_line(exc)}", now_fn(), kind="sql",
+            definitive=_refused(exc),
+        )  # fmt: skip
     try:
         async with conn:
             cur = await conn.execute("SELECT pg_is_in_recovery()")
@@ -76,9 +77,17 @@ async def psycopg_probe(
         )
     if row is None or row[0] is not True:
         return ProbeResult(
-            member, False, f"SQL: {target} is not in recovery (a primary)", now_fn(), kind="sql"
-        )
+            member, False, f"SQL: {target} is not in recovery (a primary)", now_fn(), kind="sql",
+            definitive=True,
+        )  # fmt: skip
     return ProbeResult(member, True, f"SQL: {target} in recovery", now_fn(), kind="sql")
+
+
+def _refused(exc: BaseException) -> bool:
+    """Nothing listens, or PostgreSQL says it is shutting down or starting: not a doubt."""
+    if getattr(exc, "sqlstate", None) in ("57P01", "57P02", "57P03"):
+        return True
+    return "connection refused" in str(exc).lower()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -179,7 +188,9 @@ async def probe_http(
     reason = obs.reason
     if obs.verdict is Verdict.NO:
         reason += f" (not a running replica within lag {max_lag} B)"
-    return ProbeResult(m.name, obs.verdict is Verdict.YES, reason, obs.at)
+    # Its own "no", or nothing listening: Patroni stopped or stopping. Not a timeout.
+    definitive = obs.verdict is Verdict.NO or obs.cause == "refused"
+    return ProbeResult(m.name, obs.verdict is Verdict.YES, reason, obs.at, definitive=definitive)
 
 
 async def probe_sql(

@@ -105,6 +105,28 @@ def test_fall_then_drain_then_removal() -> None:
     assert {s.member: s.state for s in policy.explain()}["p2"] == "down"
 
 
+def test_a_definite_no_takes_a_healthy_backend_out_at_once() -> None:
+    """Its own 503, or connection refused: every connection sent there fails, so no fall."""
+    policy = BackendPolicy(settings(rise=1, fall=3))
+    v = view(member("p2"), member("p3"))
+    policy.update(v, [ok("p2", 1), ok("p3", 1)], now=1)
+    out = policy.update(v, [bad("p2", 2, "connect refused", definitive=True), ok("p3", 2)], now=2)
+    assert names(out.active) == ["p3"]
+    assert "a definite no: out at once, not after fall 3" in policy.explain()[0].reason
+    # Back only after rise good answers, as ever.
+    back = policy.update(v, [ok("p2", 3), ok("p3", 3)], now=3)
+    assert names(back.active) == ["p2", "p3"]
+
+
+def test_a_doubt_such_as_a_timeout_still_needs_fall() -> None:
+    policy = BackendPolicy(settings(rise=1, fall=2))
+    v = view(member("p2"))
+    policy.update(v, [ok("p2", 1)], now=1)
+    kept = policy.update(v, [bad("p2", 2, "timeout after 1 s")], now=2)
+    assert names(kept.active) == ["p2"]
+    assert names(policy.update(v, [bad("p2", 3, "timeout after 1 s")], now=3).active) == []
+
+
 def test_recovery_while_draining_makes_it_active_again() -> None:
     policy = BackendPolicy(settings(rise=2, fall=1))
     v = view(member("p2"))
