@@ -1,7 +1,9 @@
 """`pgvip lab demo`: break a running lab on purpose and show, every 100 ms, what a client sees.
 
 The probe runs in the client namespace and the VIP sampler watches the nodes; each scenario
-(switchover, kill -9 of the leader, a replica restart) ends with its measured gaps in a table.
+(switchover, kill -9 of the leader, a replica restart) ends with a line of what each path saw
+(its gap, and every failed attempt by kind with the first-to-last window), and the run with a
+table of them.
 A timeline row is stamped with the time its sample started and printed once its slowest attempt
 ends, so during an outage rows arrive up to the probe's 1 s timeout late, but in order.
 The scenarios are in pgvip.lab.scenarios, the rows and the table in pgvip.lab.demo_report.
@@ -20,7 +22,15 @@ from pathlib import Path
 from typing import IO, Any, TextIO
 
 from pgvip.lab import samples as probe_samples
-from pgvip.lab.demo_report import BASELINE, ScenarioResult, format_row, measure, summary_table
+from pgvip.lab.demo_report import (
+    BASELINE,
+    ScenarioResult,
+    format_row,
+    measure,
+    measure_paths,
+    step_line,
+    summary_table,
+)
 from pgvip.lab.layout import LabLayout
 from pgvip.lab.sampler import VipSampler
 from pgvip.lab.scenarios import RECOVER_TIMEOUT, RUNNERS, SCENARIOS, DemoError, LabLike
@@ -69,6 +79,10 @@ class _Timeline:
         with self._out_lock:
             self.out.write(text + "\n")
             self.out.flush()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.samples)
 
     def latest_t(self) -> float | None:
         with self._lock:
@@ -195,6 +209,8 @@ def run_demo(
                 time.sleep(SETTLE)
                 result.t_end = time.monotonic()
                 tl.wait_until(result.t_end, timeout=5.0)
+                measure_paths(result, tl.snapshot())
+                tl.event(step_line(result), t=result.t_end)
         finally:
             # The probe should still be running here; if it is not, its samples stop early.
             probe_exit = proc.poll()

@@ -1,5 +1,6 @@
-"""The demo's report, pure: one timeline row per probe sample, each scenario's measured gaps
-and holder counts, and the summary table `pgvip lab demo` ends with.
+"""The demo's report, pure: one timeline row per probe sample, each scenario's measured gaps,
+failed attempts and holder counts, the line printed as a scenario ends, and the summary table
+`pgvip lab demo` ends with.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from pgvip.lab import samples as probe_samples
 
 BASELINE = 1.5  # seconds of samples before a scenario that say whether a path worked
+PATH_NAMES = {"rw": "write", "ro": "read", "leader": "Patroni"}
 
 
 def holder_text(nodes: Sequence[str] | None) -> str:
@@ -60,6 +62,11 @@ class ScenarioResult:
     rw_gap: float | None = None
     ro_gap: float | None = None
     leader_gap: float | None = None
+    # Every failed attempt from the fault to the end, also those between successes (a gap
+    # resets on any success; these do not): count, kinds and first-to-last window.
+    rw_failures: probe_samples.Failures | None = None
+    ro_failures: probe_samples.Failures | None = None
+    leader_failures: probe_samples.Failures | None = None
     max_rw_holders: int = 0
     # Per path: was it working before the fault ("n/a" in the table if not).
     worked: dict[str, bool] = dataclasses.field(default_factory=dict)
@@ -86,12 +93,9 @@ def worked_before(samples: Iterable[Mapping[str, Any]], target: str, t: float) -
     return sum(1 for s in window if s[key]) * 2 >= len(window)
 
 
-def measure(
-    result: ScenarioResult,
-    samples: Sequence[Mapping[str, Any]],
-    rw_timeline: Sequence[tuple[float, Sequence[str]]],
-) -> None:
-    """Fill in the gaps and holder counts of a finished scenario from the recorded data."""
+def measure_paths(result: ScenarioResult, samples: Sequence[Mapping[str, Any]]) -> None:
+    """Fill in, per path, whether it worked, its gaps and its failed attempts from the fault to
+    the end of a finished scenario: what the line printed as the scenario ends shows."""
     if result.t_event is None or result.t_end is None:
         return
     t0, t1 = result.t_event, result.t_end
@@ -103,10 +107,60 @@ def measure(
         result.recovered_paths[target] = all(g.recovered for g in found)
         gap = probe_samples.longest_gap(found)
         setattr(result, f"{target}_gap", gap)
+        # The same span as the gaps: from the fault to the end.
+        setattr(result, f"{target}_failures", probe_samples.failures(samples, target, t0, t1))
+
+
+def measure(
+    result: ScenarioResult,
+    samples: Sequence[Mapping[str, Any]],
+    rw_timeline: Sequence[tuple[float, Sequence[str]]],
+) -> None:
+    """Fill in the gaps, failed attempts and holder counts of a finished scenario."""
+    if result.t_event is None or result.t_end is None:
+        return
+    measure_paths(result, samples)
+    t0, t1 = result.t_event, result.t_end
     before = [h for t, h in rw_timeline if t <= t0]
     during = [h for t, h in rw_timeline if t0 < t <= t1]
     counts = [len(h) for h in ([before[-1]] if before else []) + during]
     result.max_rw_holders = max(counts, default=0)
+
+
+def fails_text(result: ScenarioResult, target: str) -> str:
+    """'13: refused 12, timeout 1', '0' for none, 'n/a' if the path did not work before."""
+    found = getattr(result, f"{target}_failures")
+    if not result.worked.get(target) or found is None:
+        return "n/a"
+    return f"{found.count}: {found.kinds_text()}" if found.count else "0"
+
+
+def fail_window_text(result: ScenarioResult, target: str) -> str:
+    """First to last failed attempt, '1.50' (seconds); '-' for none, 'n/a' as fails_text.
+    No ' s' unit in the cell: the table's gaps are the only 'N.NN s' cells."""
+    found = getattr(result, f"{target}_failures")
+    if not result.worked.get(target) or found is None:
+        return "n/a"
+    return f"{found.window:.2f}" if found.count else "-"
+
+
+def step_line(result: ScenarioResult) -> str:
+    """What each path saw from the fault to the end, printed in the timeline as a scenario
+    ends: 'write gap 0.20 s, 13 failed over 1.50 s (refused 12, timeout 1); ...'."""
+    parts = []
+    for target in probe_samples.TARGETS:
+        name = PATH_NAMES[target]
+        found = getattr(result, f"{target}_failures")
+        if not result.worked.get(target) or found is None:
+            parts.append(f"{name} n/a")
+        elif not found.count:
+            parts.append(f"{name} gap {_gap_text(result, target)}, 0 failed")
+        else:
+            parts.append(
+                f"{name} gap {_gap_text(result, target)}, {found.count} failed over "
+                f"{found.window:.2f} s ({found.kinds_text()})"
+            )
+    return f"{result.name} done: " + "; ".join(parts)
 
 
 def _gap_text(result: ScenarioResult, target: str) -> str:
@@ -125,10 +179,16 @@ def summary_table(results: Sequence[ScenarioResult]) -> str:
         "write gap (RW VIP)",
         "read gap (RO VIP)",
         "Patroni gap (leader)",
+        "write fails",
+        "write fail window (s)",
+        "read fails",
+        "read fail window (s)",
+        "Patroni fails",
+        "Patroni fail window (s)",
         "max RW holders",
         "result",
     )
-    rows = [header]
+    rows: list[tuple[str, ...]] = [header]
     for r in results:
         verdict = "recovered" if r.ok else f"FAILED{': ' + r.error if r.error else ''}"
         rows.append(
@@ -138,6 +198,11 @@ def summary_table(results: Sequence[ScenarioResult]) -> str:
                 _gap_text(r, "rw"),
                 _gap_text(r, "ro"),
                 _gap_text(r, "leader"),
+                *(
+                    cell
+                    for target in probe_samples.TARGETS
+                    for cell in (fails_text(r, target), fail_window_text(r, target))
+                ),
                 str(r.max_rw_holders),
                 verdict,
             )
@@ -152,6 +217,8 @@ def summary_table(results: Sequence[ScenarioResult]) -> str:
     notes = [
         "gap: from the last success before to the first success after (100 ms samples);",
         "Patroni gap: writes straight to the node Patroni calls leader, i.e. Patroni's own;",
+        "fails: every failed attempt from the fault to the end, by kind, also those between",
+        "successes (which a gap does not see); fail window: from the first to the last of them;",
         "n/a: that path did not work before the scenario (no pgvip, or no RO VIP configured).",
     ]
     return "\n".join(lines + [""] + notes)

@@ -3,6 +3,7 @@ measurement, the table; and run_demo's scenario check."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -116,3 +117,116 @@ def test_unknown_scenario_is_a_lab_error() -> None:
 
     with pytest.raises(LabError, match="unknown scenario.*partition-all"):
         demo.run_demo(NoLab(), scenarios=("switchover", "partition-all"))  # type: ignore[arg-type]
+
+
+# Per path, one character per 100 ms sample: o ok, r refused, t timeout, - not probed.
+_OUTCOMES = {
+    "o": (True, None),
+    "r": (False, "refused: connection refused"),
+    "t": (False, "timeout"),
+    "-": (None, None),
+}
+
+
+def _path_samples(start: float = 10.0, **paths: str) -> list[dict[str, Any]]:
+    n = len(next(iter(paths.values())))
+    assert all(len(v) == n for v in paths.values())
+    rows: list[dict[str, Any]] = []
+    for i in range(n):
+        row: dict[str, Any] = {"seq": i, "t": round(start + i * 0.1, 3)}
+        for path, chars in paths.items():
+            ok, err = _OUTCOMES[chars[i]]
+            row[f"{path}_ok"] = ok
+            if err:
+                row[f"{path}_err"] = err
+        rows.append(row)
+    return rows
+
+
+def _table_row(table: str, name: str) -> dict[str, str]:
+    """The summary table's row for scenario `name`, by column header."""
+    lines = table.splitlines()
+    header = re.split(r"\s{2,}", lines[0])
+    row = next(line for line in lines[2:] if line.startswith(name))
+    cells = re.split(r"\s{2,}", row)
+    assert len(cells) == len(header), (header, cells)
+    return dict(zip(header, cells, strict=True))
+
+
+def _alternating_step() -> tuple[ScenarioResult, list[dict[str, Any]]]:
+    # A failure before the fault (10.5) and one at the step's end (13.0) are outside the span.
+    #      before fault  | fault at 11.0: reads alternate with refused, one timeout | end 13.0
+    ro = "ooooorooo" + "o" + "or" * 7 + "t" + "o" * 5 + "r" + "o" * 4
+    rw = "o" * len(ro)
+    result = ScenarioResult("replica-restart", t_event=11.0, t_end=13.0, recovered=True)
+    return result, _path_samples(rw=rw, ro=ro, leader=rw)
+
+
+def test_alternating_failures_show_their_whole_window_not_the_short_gap() -> None:
+    result, rows = _alternating_step()
+    demo_report.measure(result, rows, [(5.0, ("p1",))])
+    # The gap resets on every success: it sees at most 0.30 s (12.2 ok, 12.3/12.4 fail, 12.5 ok).
+    assert result.ro_gap == pytest.approx(0.3)
+    fails = result.ro_failures
+    assert fails is not None
+    assert fails.count == 8  # 11.1, 11.3, ..., 12.3 refused and 12.4 timeout
+    assert fails.first == pytest.approx(11.1) and fails.last == pytest.approx(12.4)
+    assert fails.window == pytest.approx(1.3)
+    assert fails.kinds == {"refused": 7, "timeout": 1}
+    assert result.ok
+
+    cells = _table_row(demo_report.summary_table([result]), "replica-restart")
+    assert cells["read gap (RO VIP)"] == "0.30 s"
+    assert cells["read fails"] == "8: refused 7, timeout 1"
+    assert cells["read fail window (s)"] == "1.30"
+    assert cells["result"] == "recovered"
+
+    line = demo_report.step_line(result)
+    assert line.startswith("replica-restart done: ")
+    assert "read gap 0.30 s, 8 failed over 1.30 s (refused 7, timeout 1)" in line
+
+
+def test_a_clean_step_shows_zero_fails_and_no_window() -> None:
+    rw = "o" * 40
+    result = ScenarioResult("switchover", t_event=11.0, t_end=13.0, recovered=True)
+    demo_report.measure(result, _path_samples(rw=rw, ro=rw, leader=rw), [(5.0, ("p1",))])
+    for path in ("rw", "ro", "leader"):
+        fails = getattr(result, f"{path}_failures")
+        assert fails is not None and fails.count == 0 and fails.window == 0.0, path
+    cells = _table_row(demo_report.summary_table([result]), "switchover")
+    for name in ("write", "read", "Patroni"):
+        assert cells[f"{name} fails"] == "0", cells
+        assert cells[f"{name} fail window (s)"] == "-", cells
+    assert cells["write gap (RW VIP)"] == "none"
+    assert demo_report.step_line(result) == (
+        "switchover done: write gap none, 0 failed; read gap none, 0 failed; "
+        "Patroni gap none, 0 failed"
+    )
+
+
+def test_fails_are_per_path_and_n_a_where_the_path_never_worked() -> None:
+    #            before     | fault at 11.0                | end 13.0
+    rw = "o" * 10 + "otttoooooo" + "o" * 10
+    ld = "o" * 10 + "oorooooooo" + "o" * 10
+    result = ScenarioResult("kill-leader", t_event=11.0, t_end=13.0, recovered=True)
+    demo_report.measure(result, _path_samples(rw=rw, ro="-" * 30, leader=ld), [])
+    cells = _table_row(demo_report.summary_table([result]), "kill-leader")
+    assert cells["write fails"] == "3: timeout 3"
+    assert cells["write fail window (s)"] == "0.20"
+    # One failure: a window of zero, which still says there was one.
+    assert cells["Patroni fails"] == "1: refused 1"
+    assert cells["Patroni fail window (s)"] == "0.00"
+    assert cells["read fails"] == "n/a" and cells["read fail window (s)"] == "n/a"
+    assert "read n/a" in demo_report.step_line(result)
+    # The integration test reads every 'N.NN s' in the row as a gap (all > 0.1 s): the
+    # window cells carry no unit, so only the gaps match.
+    row = demo_report.summary_table([result]).splitlines()[2]
+    assert re.findall(r"(\d+\.\d+) s", row) == ["0.40", "0.20"]
+
+
+def test_a_scenario_without_a_fault_has_no_failures() -> None:
+    result = ScenarioResult("switchover", error="no leader to switch over from")
+    demo_report.measure(result, _path_samples(rw="rrrr"), [])
+    assert result.rw_failures is None
+    cells = _table_row(demo_report.summary_table([result]), "switchover")
+    assert cells["write fails"] == "n/a" and cells["write fail window (s)"] == "n/a"
