@@ -246,7 +246,8 @@ def routes_to(subnet: ipaddress.IPv4Network) -> list[str]:
 # -- HTTP from inside a namespace -----------------------------------------
 
 
-def _enter_netns(ns: str) -> None:
+def enter_netns(ns: str) -> None:
+    """Move the calling thread (only) into network namespace `ns`."""
     # setns(CLONE_NEWNET) moves only the calling thread; Python 3.11 has no os.setns.
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(NETNS_DIR / ns, os.O_RDONLY | os.O_CLOEXEC)
@@ -296,7 +297,7 @@ class NamespaceHttp:
         self._pool = ThreadPoolExecutor(
             max_workers=workers,
             thread_name_prefix=f"netns-{ns}",
-            initializer=_enter_netns,
+            initializer=enter_netns,
             initargs=(ns,),
         )
 

@@ -16,6 +16,7 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Mapping
 
 ETH_P_IP = 0x0800
 OUTCOMES = ("accept", "reset", "unreachable", "silent")
@@ -83,26 +84,39 @@ def classify(frame: bytes, vip: str, sport: int, dport: int) -> str | None:
 
 def probe(ifname: str, dst_mac: str, vip: str, port: int, *, timeout: float = 0.3) -> str:
     """Send one SYN for vip:port to `dst_mac` out of `ifname`; one of OUTCOMES."""
+    return probe_all(ifname, {"host": dst_mac}, vip, port, timeout=timeout)["host"]
+
+
+def probe_all(
+    ifname: str, macs: Mapping[str, str], vip: str, port: int, *, timeout: float = 0.3
+) -> dict[str, str]:
+    """One SYN for vip:port to each host's MAC, all sent at once, so two "accept" answers in
+    one round mean two hosts accepted at the same moment; {host: one of OUTCOMES}."""
     with open(f"/sys/class/net/{ifname}/address") as f:
         src_mac = f.read().strip()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe_sock:
-        # The source address the kernel would use towards the VIP.
-        probe_sock.connect((vip, port))
-        src = probe_sock.getsockname()[0]
-    sport = 20000 + int.from_bytes(os.urandom(2), "big") % 40000
-    seq = int.from_bytes(os.urandom(4), "big")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as route_sock:
+        route_sock.connect((vip, port))  # sends nothing: asks for the source address
+        src = route_sock.getsockname()[0]
+    base = 20000 + int.from_bytes(os.urandom(2), "big") % 30000
+    ports = {host: base + i for i, host in enumerate(macs)}
+    outcome = dict.fromkeys(macs, "silent")
+    pending = {sport: host for host, sport in ports.items()}
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP)) as sock:
         sock.bind((ifname, ETH_P_IP))
-        sock.send(syn_frame(src_mac, dst_mac, src, vip, sport, port, seq))
+        for host, mac in macs.items():
+            seq = int.from_bytes(os.urandom(4), "big")
+            sock.send(syn_frame(src_mac, mac, src, vip, ports[host], port, seq))
         deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
+        while pending and (left := deadline - time.monotonic()) > 0:
             ready, _, _ = select.select([sock], [], [], left)
             if not ready:
                 break
             frame, addr = sock.recvfrom(65535)
             if addr[2] == socket.PACKET_OUTGOING:
                 continue
-            outcome = classify(frame, vip, sport, port)
-            if outcome is not None:
-                return outcome
-    return "silent"
+            for sport in list(pending):
+                answer = classify(frame, vip, sport, port)
+                if answer is not None:
+                    outcome[pending.pop(sport)] = answer
+                    break
+    return outcome

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pgvip.lab import processes
+from pgvip.lab import accept_sampler, processes
 from pgvip.lab.cluster import Lab
 from pgvip.lab.layout import PG_PORT, SUPERUSER, SUPERUSER_PASSWORD
 from pgvip.lab.sampler import VipSampler
@@ -81,9 +81,22 @@ def test_rw_vip_follows_a_switchover(rw_lab: tuple[Lab, VipSampler]) -> None:
     leader = lab.leader()
     assert leader is not None
     candidate = next(n for n in lab.layout.node_names() if n != leader)
-    lab.switchover(leader, candidate)
-    wait(lambda: lab.leader() == candidate, 30, f"Patroni leader {candidate}")
-    wait(lambda: holders(sampler, lab) == [candidate], 10, f"RW VIP on {candidate}")
+    # What a client's SYN meets at each node (by MAC, whatever its ARP cache says).
+    with accept_sampler.for_lab(lab.layout, str(lab.layout.rw_vip), PG_PORT) as syns:
+        t_switch = time.monotonic()
+        lab.switchover(leader, candidate)
+        wait(lambda: lab.leader() == candidate, 30, f"Patroni leader {candidate}")
+        wait(lambda: holders(sampler, lab) == [candidate], 10, f"RW VIP on {candidate}")
+        time.sleep(0.5)
+    assert len(syns.rounds) > 10
+    assert not syns.doubles(), f"two nodes accepted at once: {syns.doubles()[:3]}"
+    for node in lab.layout.node_names():
+        seen = syns.outcomes(node, since=t_switch)
+        # Reset (the guard, or PostgreSQL down) is fine; a silent drop costs a client its
+        # whole connect timeout.
+        assert not seen["silent"], f"{node} dropped SYNs silently: {seen}"
+    assert syns.outcomes(leader, until=t_switch)["accept"]
+    assert syns.rounds[-1].accepting == (candidate,)
     assert sql_via_vip(lab, "select current_setting('pgvip.node')") == candidate
     assert sql_via_vip(lab, "select pg_is_in_recovery()") == "f"
     assert sampler.max_holders(lab.layout.rw_vip) == 1

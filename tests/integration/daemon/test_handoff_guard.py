@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
 import pytest
 
-from pgvip.lab.syn_probe import probe
+from pgvip.lab.accept_sampler import AcceptSampler
 from tests.integration.daemon.conftest import VIP, DaemonLab, wait_for, wait_holder
-from tests.integration.netlab import start_in_netns
 
 pytestmark = pytest.mark.integration
 
@@ -37,38 +35,10 @@ def _listen(dlab: DaemonLab, host: str) -> None:
     dlab.extra_procs.append(proc)
 
 
-class SynSampler:
-    """From host c, one SYN to each of a and b by MAC, again and again; (t, {host: outcome})."""
-
-    def __init__(self, dlab: DaemonLab) -> None:
-        self.macs = {h: dlab.net.mac(h) for h in ("a", "b")}
-        self.ns = dlab.net.ns("c")
-        self.rounds: list[tuple[float, dict[str, str]]] = []
-        self._stop = threading.Event()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            t = time.monotonic()
-            seen = {h: probe("eth0", mac, VIP, PORT, timeout=0.3) for h, mac in self.macs.items()}
-            if sum(o == "accept" for o in seen.values()) > 1:
-                # Asked one after the other: ask again in reverse order; two accepts again
-                # means the two hosts really accepted at the same time.
-                again = {h: probe("eth0", self.macs[h], VIP, PORT) for h in reversed(self.macs)}
-                seen = {h: ("accept" if again[h] == "accept" and seen[h] == "accept" else again[h])
-                        for h in seen}  # fmt: skip
-            self.rounds.append((t, seen))
-            self._stop.wait(0.01)
-
-    def __enter__(self) -> SynSampler:
-        self._future = start_in_netns(self.ns, self._run)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._future.result(10)
-
-    def outcomes(self, host: str) -> list[str]:
-        return [seen[host] for _, seen in self.rounds]
+def _sampler(dlab: DaemonLab) -> AcceptSampler:
+    """From host c, a SYN to each of a and b by MAC in every round."""
+    macs = {h: dlab.net.mac(h) for h in ("a", "b")}
+    return AcceptSampler(dlab.net.ns("c"), macs, VIP, PORT, interval=0.01)
 
 
 def _guarded(dlab: DaemonLab, host: str) -> bool:
@@ -88,7 +58,7 @@ def _cluster(dlab: DaemonLab, **overrides: Any) -> tuple[Any, Any]:
 def test_switchover_resets_instead_of_dropping_and_never_two_accept(dlab: DaemonLab) -> None:
     a, b = _cluster(dlab)
     wait_for(lambda: _guarded(dlab, "a") and _guarded(dlab, "b"), timeout=10, what="guards")
-    with SynSampler(dlab) as sampler:
+    with _sampler(dlab) as sampler:
         time.sleep(0.5)
         for old, new, holder in ((a, b, "b"), (b, a, "a")):
             old.set_primary(503)  # Patroni's order: the old primary says no first
@@ -98,25 +68,23 @@ def test_switchover_resets_instead_of_dropping_and_never_two_accept(dlab: Daemon
             time.sleep(0.5)
     rounds = sampler.rounds
     assert len(rounds) > 20, f"only {len(rounds)} probe rounds"
-    both = [(t, seen) for t, seen in rounds if list(seen.values()).count("accept") > 1]
-    assert not both, f"two hosts accepted at once: {both[:3]}"
+    assert not sampler.doubles(), f"two hosts accepted at once: {sampler.doubles()[:3]}"
     for host in ("a", "b"):
         outcomes = sampler.outcomes(host)
-        assert "accept" in outcomes and "reset" in outcomes, (host, set(outcomes))
+        assert outcomes["accept"] and outcomes["reset"], (host, outcomes)
         # Never silently dropped: a client there would wait out its connect timeout.
-        assert "silent" not in outcomes, f"{host} dropped a SYN: {outcomes.count('silent')}x"
+        assert not outcomes["silent"], f"{host} dropped SYNs: {outcomes}"
     # Somewhere in each handoff neither accepted: both reset, which a client retries at once.
-    assert any(set(seen.values()) == {"reset"} for _, seen in rounds)
+    assert any(set(r.outcomes.values()) == {"reset"} for r in rounds)
 
 
 def test_without_the_guard_the_old_holder_drops_silently(dlab: DaemonLab) -> None:
     """The control: what the guard changes (so the test above can fail)."""
     a, b = _cluster(dlab, announce={"garp_count": 2, "garp_interval": 1.1, "reset_stale": False})
-    with SynSampler(dlab) as sampler:
+    with _sampler(dlab) as sampler:
         time.sleep(0.3)
         a.set_primary(503)
         time.sleep(0.6)
-    outcomes = sampler.outcomes("a")
-    assert outcomes[0] == "accept"
-    assert "silent" in outcomes, set(outcomes)
+    assert sampler.rounds[0].outcomes["a"] == "accept"
+    assert sampler.outcomes("a")["silent"], sampler.outcomes("a")
     assert not any(_guarded(dlab, h) for h in ("a", "b"))

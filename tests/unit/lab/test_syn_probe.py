@@ -34,3 +34,19 @@ def test_answers_are_classified_and_strangers_ignored() -> None:
     assert classify(_answer(0x12, dport=40001), VIP, 40000, 5432) is None  # another probe's
     assert classify(_answer(0x12, src="192.0.2.9"), VIP, 40000, 5432) is None
     assert classify(b"\x00" * 20, VIP, 40000, 5432) is None
+
+
+def test_accept_sampler_counts_doubles_and_outcomes_per_node() -> None:
+    from pgvip.lab.accept_sampler import AcceptSampler, Round
+
+    s = AcceptSampler("ns", {"p1": MAC_A, "p2": MAC_C}, VIP, 5432)
+    s.rounds = [
+        Round(1.0, {"p1": "accept", "p2": "reset"}),
+        Round(2.0, {"p1": "reset", "p2": "reset"}),
+        Round(3.0, {"p1": "accept", "p2": "accept"}),
+        Round(4.0, {"p1": "silent", "p2": "accept"}),
+    ]
+    assert [r.t for r in s.doubles()] == [3.0]
+    assert s.rounds[2].accepting == ("p1", "p2")
+    assert s.outcomes("p1") == {"accept": 2, "reset": 1, "silent": 1}
+    assert s.outcomes("p1", since=2.0, until=4.0) == {"reset": 1, "accept": 1}
