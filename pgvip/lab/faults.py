@@ -146,3 +146,22 @@ class Faults(LabBase):
                 f"switchover {leader} -> {candidate} refused: HTTP {answer.status} {text}"
             )
 
+    @user_errors
+    def set_tag(self, node: str, key: str, value: object) -> None:
+        """Set a Patroni tag (e.g. noloadbalance) in the node's patroni.yml and POST /reload,
+        as an operator drains a replica; Patroni shows it in /cluster within a loop_wait."""
+        import yaml  # the lab extra's PyYAML, as in render.py
+
+        self._node(node)
+        path = self.patroni_config_path(node)
+        doc = yaml.safe_load(path.read_text())
+        doc.setdefault("tags", {})[key] = value
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        url = f"{self.layout.patroni_url(node)}/reload"
+        try:
+            answer = self._client_http().request("POST", url, timeout=10.0)
+        except OSError as exc:
+            raise LabError(f"reload of {node}'s Patroni: {oserror_text(exc)}") from exc
+        if answer.status not in (200, 202):
+            text = answer.body.decode(errors="replace").strip()
+            raise LabError(f"reload of {node}'s Patroni refused: HTTP {answer.status} {text}")

@@ -83,6 +83,7 @@ def test_rw_vip_follows_a_switchover(rw_lab: tuple[Lab, VipSampler]) -> None:
     candidate = next(n for n in lab.layout.node_names() if n != leader)
     # What a client's SYN meets at each node (by MAC, whatever its ARP cache says).
     with accept_sampler.for_lab(lab.layout, str(lab.layout.rw_vip), PG_PORT) as syns:
+        time.sleep(0.3)
         t_switch = time.monotonic()
         lab.switchover(leader, candidate)
         wait(lambda: lab.leader() == candidate, 30, f"Patroni leader {candidate}")
