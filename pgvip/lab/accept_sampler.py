@@ -4,8 +4,10 @@ The address sampler (sampler.py) says who holds a VIP; this says what a SYN meet
 node, which is what a client whose ARP cache names that node gets: "accept" (SYN+ACK),
 "reset" (the stale-ARP guard, or nothing listening), "unreachable" (ICMP) or "silent" (a lost
 SYN: the client waits out its connect timeout). A reset-only node is fine; two nodes that
-accept in the same round are not (the SYNs of a round leave together). Runs in a thread that
-entered the client namespace.
+accept in the same round are not (the SYNs of a round leave together). Who accepted is the
+host whose MAC the SYN+ACK came from: a node with forwarding on (an RO director) that does not
+hold the VIP, and has no guard, passes the SYN on to the holder, which is one host accepting
+through two doors. Runs in a thread that entered the client namespace.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pgvip.lab.layout import LabLayout
 from pgvip.lab.netns import enter_netns, run
-from pgvip.lab.syn_probe import probe_all
+from pgvip.lab.syn_probe import Answer, probe_all
 
 
 def node_macs(layout: LabLayout, nodes: Sequence[str] | None = None) -> dict[str, str]:
@@ -43,11 +45,17 @@ def for_lab(
 @dataclass(frozen=True)
 class Round:
     t: float  # monotonic time the round's SYNs left
-    outcomes: Mapping[str, str]  # node -> outcome
+    outcomes: Mapping[str, str]  # node asked -> outcome
+    # node asked -> the node (or, if no lab node, the MAC) whose answer came back; a node
+    # missing here answered itself
+    answered_by: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def accepting(self) -> tuple[str, ...]:
-        return tuple(sorted(n for n, o in self.outcomes.items() if o == "accept"))
+        """The hosts that accepted (SYN+ACK from their MAC), whichever node was asked."""
+        return tuple(sorted({
+            self.answered_by.get(n, n) for n, o in self.outcomes.items() if o == "accept"
+        }))  # fmt: skip
 
 
 class AcceptSampler:
@@ -76,12 +84,21 @@ class AcceptSampler:
             enter_netns(self.client_ns)  # this thread only; it never probes from the root
             while not self._stop.is_set():
                 t = time.monotonic()
-                outcomes = probe_all(self.ifname, self.macs, self.vip, self.port,
-                                     timeout=self.timeout)  # fmt: skip
-                self.rounds.append(Round(t, outcomes))
+                answers = probe_all(self.ifname, self.macs, self.vip, self.port,
+                                    timeout=self.timeout)  # fmt: skip
+                self.rounds.append(self._round(t, answers))
                 self._stop.wait(max(0.0, self.interval - (time.monotonic() - t)))
         except BaseException as exc:  # reported by stop(); the sampler must not die quietly
             self.error = exc
+
+    def _round(self, t: float, answers: Mapping[str, Answer]) -> Round:
+        node_of = {mac.lower(): node for node, mac in self.macs.items()}
+        by = {
+            node: node_of.get(a.mac, a.mac)
+            for node, a in answers.items()
+            if a.mac is not None and node_of.get(a.mac) != node
+        }
+        return Round(t, {node: a.outcome for node, a in answers.items()}, by)
 
     def start(self) -> AcceptSampler:
         self._thread.start()

@@ -159,4 +159,3 @@ class LabBase:
         except StateError:
             return None
         return state.processes.get(process_key(host, what))
-

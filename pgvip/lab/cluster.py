@@ -274,4 +274,3 @@ class Lab(Observe):
                 return [f"PID {pid} in {ns}" for pid, ns in sorted(pids.items())]
             processes.send_pids(pids, signal.SIGKILL)
             time.sleep(0.05)
-

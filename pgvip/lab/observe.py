@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+import tomllib
 from collections.abc import Sequence
 from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
 
+from pgvip.dataplane.stale_guard import TABLE as GUARD_TABLE
 from pgvip.lab import netns, processes
 from pgvip.lab.base import LOG_TAIL_LINES, POLL_INTERVAL, Progress
 from pgvip.lab.errors import LabError, oserror_text, user_errors
@@ -123,6 +125,23 @@ class Observe(Faults):
             return False
         return proc.returncode == 0 and proc.stdout.strip() == "f"
 
+    def guards_missing(self) -> list[str]:
+        """Nodes whose pgvip should have its stale-ARP guard (announce.reset_stale, the
+        default) but has not installed it yet. Until it has, a node that forwards (an RO
+        director) passes a SYN for the RW VIP on to the holder instead of resetting it."""
+        missing = []
+        for node in self.layout.node_names():
+            try:
+                doc = tomllib.loads(self.pgvip_config_path(node).read_text())
+            except (OSError, tomllib.TOMLDecodeError):
+                continue  # not this check's business: the daemon itself reports a bad config
+            if not doc.get("announce", {}).get("reset_stale", True):
+                continue
+            proc = self.run(node, ["nft", "list", "table", "inet", GUARD_TABLE], timeout=5)
+            if proc.returncode != 0:
+                missing.append(node)
+        return missing
+
     # -- readiness -------------------------------------------------------
 
     def _tails(self, components: Sequence[tuple[str, str]]) -> str:
@@ -189,7 +208,10 @@ class Observe(Faults):
                     break
                 vip_ok = self.rw_vip_answers()
                 summary += "; RW VIP " + ("answers SQL" if vip_ok else "not answering yet")
-                if vip_ok:
+                unguarded = self.guards_missing() if vip_ok else []
+                if unguarded:
+                    summary += f"; stale-ARP guard not yet installed on {', '.join(unguarded)}"
+                elif vip_ok:
                     break
             if summary != last:
                 progress(f"[{time.monotonic() - t0:5.1f}s] {summary}")
@@ -278,4 +300,3 @@ class Observe(Faults):
             if netns.port_is_up(layout.switch_ns, layout.switch_port(host)) is False:
                 result["partitioned"].append(host)
         return result
-

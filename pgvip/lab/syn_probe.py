@@ -4,7 +4,10 @@ A client whose ARP cache still names the old holder sends its SYN there; what th
 answers is what the client's connect sees. This sends a hand-made SYN in an Ethernet frame
 addressed to a chosen MAC (so every host can be asked, whatever the neighbour cache says)
 and classifies the first answer: SYN+ACK "accept", RST "reset", ICMP "unreachable", nothing
-within the timeout "silent". IPv4 only; needs CAP_NET_RAW; run inside the client's namespace.
+within the timeout "silent". Each answer also names the MAC it came from: a host with
+forwarding on that does not hold the VIP passes the SYN on to the holder, whose SYN+ACK then
+comes from the holder's MAC, so "who accepted" is the answering MAC, not the one asked.
+IPv4 only; needs CAP_NET_RAW; run inside the client's namespace.
 The client's kernel answers a SYN+ACK it did not expect with a reset, so nothing lingers.
 """
 
@@ -17,9 +20,15 @@ import socket
 import struct
 import time
 from collections.abc import Mapping
+from typing import NamedTuple
 
 ETH_P_IP = 0x0800
 OUTCOMES = ("accept", "reset", "unreachable", "silent")
+
+
+class Answer(NamedTuple):
+    outcome: str  # one of OUTCOMES
+    mac: str | None  # the source MAC of the answer (None when silent)
 
 
 def _checksum(data: bytes) -> int:
@@ -82,16 +91,21 @@ def classify(frame: bytes, vip: str, sport: int, dport: int) -> str | None:
     return None
 
 
+def frame_source(frame: bytes) -> str:
+    """The source MAC of an Ethernet frame, as aa:bb:cc:dd:ee:ff."""
+    return frame[6:12].hex(":")
+
+
 def probe(ifname: str, dst_mac: str, vip: str, port: int, *, timeout: float = 0.3) -> str:
     """Send one SYN for vip:port to `dst_mac` out of `ifname`; one of OUTCOMES."""
-    return probe_all(ifname, {"host": dst_mac}, vip, port, timeout=timeout)["host"]
+    return probe_all(ifname, {"host": dst_mac}, vip, port, timeout=timeout)["host"].outcome
 
 
 def probe_all(
     ifname: str, macs: Mapping[str, str], vip: str, port: int, *, timeout: float = 0.3
-) -> dict[str, str]:
-    """One SYN for vip:port to each host's MAC, all sent at once, so two "accept" answers in
-    one round mean two hosts accepted at the same moment; {host: one of OUTCOMES}."""
+) -> dict[str, Answer]:
+    """One SYN for vip:port to each host's MAC, all sent at once, so two answers "accept"
+    from two different MACs in one round mean two hosts accepted at the same moment."""
     with open(f"/sys/class/net/{ifname}/address") as f:
         src_mac = f.read().strip()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as route_sock:
@@ -99,7 +113,7 @@ def probe_all(
         src = route_sock.getsockname()[0]
     base = 20000 + int.from_bytes(os.urandom(2), "big") % 30000
     ports = {host: base + i for i, host in enumerate(macs)}
-    outcome = dict.fromkeys(macs, "silent")
+    answers = dict.fromkeys(macs, Answer("silent", None))
     pending = {sport: host for host, sport in ports.items()}
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP)) as sock:
         sock.bind((ifname, ETH_P_IP))
@@ -117,6 +131,6 @@ def probe_all(
             for sport in list(pending):
                 answer = classify(frame, vip, sport, port)
                 if answer is not None:
-                    outcome[pending.pop(sport)] = answer
+                    answers[pending.pop(sport)] = Answer(answer, frame_source(frame))
                     break
-    return outcome
+    return answers

@@ -50,3 +50,28 @@ def test_accept_sampler_counts_doubles_and_outcomes_per_node() -> None:
     assert s.rounds[2].accepting == ("p1", "p2")
     assert s.outcomes("p1") == {"accept": 2, "reset": 1, "silent": 1}
     assert s.outcomes("p1", since=2.0, until=4.0) == {"reset": 1, "accept": 1}
+
+
+def test_an_accept_forwarded_to_the_holder_is_one_host_not_two() -> None:
+    """A node with forwarding on (an RO director) that does not hold the VIP passes the SYN
+    on; the SYN+ACK comes from the holder's MAC, so the holder is the one that accepted."""
+    from pgvip.lab.accept_sampler import AcceptSampler
+    from pgvip.lab.syn_probe import Answer
+
+    mac_b = "02:00:00:00:00:02"
+    s = AcceptSampler("ns", {"p1": MAC_A, "p2": mac_b}, VIP, 5432)
+    s.rounds = [
+        s._round(1.0, {"p1": Answer("accept", MAC_A), "p2": Answer("accept", MAC_A)}),
+        s._round(2.0, {"p1": Answer("accept", MAC_A), "p2": Answer("accept", mac_b)}),
+        s._round(3.0, {"p1": Answer("silent", None), "p2": Answer("accept", "02:00:00:00:00:09")}),
+    ]
+    assert s.rounds[0].accepting == ("p1",) and s.rounds[0].answered_by == {"p2": "p1"}
+    assert s.outcomes("p2") == {"accept": 3}  # what a client there sees: it connects
+    assert [r.t for r in s.doubles()] == [2.0]
+    assert s.rounds[2].accepting == ("02:00:00:00:00:09",)  # a stranger is named by its MAC
+
+
+def test_frame_source_is_the_sender_mac() -> None:
+    from pgvip.lab.syn_probe import frame_source
+
+    assert frame_source(syn_frame(MAC_C, MAC_A, SRC, VIP, 40000, 5432, 7)) == MAC_C
