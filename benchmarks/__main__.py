@@ -59,6 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="replica stop/start events in the RO phase (default %(default)s)",
     )
     run.add_argument(
+        "--replica-drains",
+        type=int,
+        default=d.replica_drains,
+        help="replica drains (Patroni tag noloadbalance) in the RO phase (default %(default)s)",
+    )
+    run.add_argument(
+        "--app-models",
+        type=_csv,
+        default=d.app_models,
+        help="application-model clients beside the sampler: persistent, libpq, pool "
+        "(comma-separated; '' for none; default all)",
+    )
+    run.add_argument(
         "--only",
         choices=["switchover", "kill", "ro"],
         help="run one part only (switchover or kill: no RO phase)",
@@ -136,6 +149,8 @@ def settings_from(args: argparse.Namespace) -> object:
         ro=not args.no_ro,
         pgvip_ro=not args.no_pgvip_ro,
         replica_restarts=args.replica_restarts,
+        replica_drains=args.replica_drains,
+        app_models=list(args.app_models),
         pgbench_clients=args.clients,
         pgbench_seconds=args.pgbench_seconds,
         pgbench_rounds=args.pgbench_rounds,

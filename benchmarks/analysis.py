@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgvip.lab.samples import failures
+
 # A path counts as back only after this long of uninterrupted successes, so a path that
 # alternates (HAProxy sending every other connection to the demoted primary) is still "down".
 STABLE = 1.0
@@ -263,4 +265,52 @@ def compact_samples(
             out[f"{path}_node"] = [s.get(f"{path}_node") for s in rows]
     if any("leader" in s for s in rows):
         out["leader_name"] = [s.get("leader") for s in rows]
+    return out
+
+
+# -- application-model clients (benchmarks/app_clients.py) ------------------------------
+
+APP_PATHS = {"persistent": ("app_rw", "app_leader"), "libpq": ("libpq_rw", "libpq_leader"),
+             "pool": ("pool_rw", "app_leader")}  # fmt: skip
+# The pool has no direct twin: its reference is the persistent client that follows the leader.
+
+
+def failure_summary(
+    samples: Sequence[Mapping[str, Any]], path: str, since: float, until: float
+) -> dict[str, Any]:
+    """Every failed attempt of `path` in [since, until): count, kinds, first-to-last window,
+    and the longest single attempt (ms), which shows a lost SYN's retransmit wait."""
+    f = failures(samples, path, since, until)
+    longest = max(
+        (float(s.get(f"{path}_ms") or 0.0) for s in _rows(samples, path, since, until)),
+        default=0.0,
+    )
+    return {"count": f.count, "kinds": dict(f.kinds), "window": round(f.window, 3),
+            "max_attempt_ms": round(longest, 1)}  # fmt: skip
+
+
+def app_record(
+    samples: Sequence[Mapping[str, Any]],
+    t_event: float,
+    t_end: float,
+    *,
+    since: float,
+    stable: float = STABLE,
+) -> dict[str, Any]:
+    """Per application model present in the samples: its gap through the contender, the
+    direct twin's, the extra, and every failed attempt of each."""
+    out: dict[str, Any] = {}
+    for model, (through_path, direct_path) in APP_PATHS.items():
+        if not any(f"{through_path}_ok" in s for s in samples):
+            continue
+        through = path_gap(samples, through_path, t_event, t_end, since=since, stable=stable)
+        direct = path_gap(samples, direct_path, t_event, t_end, since=since, stable=stable)
+        out[model] = {
+            "through": through.as_dict(),
+            "direct": direct.as_dict(),
+            "extra": attributable(through, direct),
+            "failures": failure_summary(samples, through_path, t_event, t_end),
+            "direct_failures": failure_summary(samples, direct_path, t_event, t_end),
+            "valid": through.worked_before and direct.worked_before,
+        }
     return out

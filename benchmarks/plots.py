@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import contender_order, rw_events
+from benchmarks.markdown import contender_order, rw_events
 from benchmarks.stats import percentile
 
 NODE_COLOURS = {"p1": "#1f77b4", "p2": "#ff7f0e", "p3": "#2ca02c", "p4": "#9467bd", "p5": "#8c564b"}

@@ -38,6 +38,8 @@ class ClientRun:
         leader: bool = True,
         interval: float = 0.02,
         timeout: float = 1.0,
+        app_models: Sequence[str] = (),
+        read_app: bool = False,
     ) -> None:
         layout = lab.layout
         self.log_path = lab.log_path("client", "bench-client")
@@ -50,6 +52,10 @@ class ClientRun:
         argv += [f"--read={name}={ep}" for name, ep in reads]
         if leader:
             argv += [f"--patroni={layout.patroni_url(n)}" for n in layout.node_names()]
+        if app_models:
+            argv += ["--app-models", ",".join(app_models)]
+        if read_app:
+            argv += ["--read-app"]
         self.argv = argv
         self.samples: list[dict[str, Any]] = []
         self._lock = threading.Lock()

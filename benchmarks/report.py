@@ -6,10 +6,24 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.markdown import (
+    contender_order,
+    rw_events,
+)
+from benchmarks.markdown import (
+    fmt_s as _s,
+)
+from benchmarks.markdown import (
+    table as _table,
+)
+from benchmarks.markdown import (
+    triple as _triple,
+)
+from benchmarks.report_app import app_sections, goals, ro_event_sections
 from benchmarks.stats import Summary, percentile, summarize
 
 BEGIN = "<!-- BEGIN GENERATED RESULTS (python -m benchmarks rewrites this part) -->"
@@ -61,48 +75,6 @@ def load(path: Path) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("schema") != 1:
         raise ReportError(f"{path} is not a benchmark results file of schema 1")
     return doc
-
-
-# -- helpers ---------------------------------------------------------------------
-
-
-def _s(value: float | None, unit: str = " s", sign: bool = False) -> str:
-    if value is None:
-        return "—"
-    return f"{value:+.2f}{unit}" if sign else f"{value:.2f}{unit}"
-
-
-def _triple(summary: Summary, sign: bool = False) -> str:
-    if summary.n == 0:
-        return "no recovery" if summary.missing else "—"
-    text = " / ".join(_s(v, "", sign) for v in (summary.p50, summary.p95, summary.max))
-    return text + (f" ({summary.missing} never recovered)" if summary.missing else "")
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines
-
-
-def rw_events(doc: Mapping[str, Any], scenario: str, contender: str) -> list[dict[str, Any]]:
-    """The measured (no error, paths working before) events of one contender and scenario."""
-    return [
-        e
-        for e in doc.get("events", [])
-        if e.get("scenario") == scenario
-        and e.get("contender") == contender
-        and "error" not in e
-        and e.get("valid", False)
-    ]
-
-
-def contender_order(doc: Mapping[str, Any]) -> list[str]:
-    names = list(doc.get("settings", {}).get("contenders", []))
-    for e in doc.get("events", []):
-        if e.get("contender") not in names:
-            names.append(e["contender"])
-    return names
 
 
 def attributable_summary(doc: Mapping[str, Any], scenario: str, contender: str) -> Summary:
@@ -366,35 +338,7 @@ def _ro(doc: Mapping[str, Any]) -> list[str]:
         lines += [f"Balance over {s.get('balance_connects')} fresh connections "
                   "(`select current_setting('pgvip.node')`):", ""]  # fmt: skip
         lines += _table(["contender", "connections per node", "max/min", "errors"], rows) + [""]
-    events = ro.get("events", [])
-    if events:
-        rows = []
-        for e in events:
-            if "error" in e:
-                rows.append((str(e.get("id")), e.get("detail", ""), "—", "error", e["error"][:80],
-                             "—", "—"))  # fmt: skip
-                continue
-            for name, c in e.get("contenders", {}).items():
-                path = c["path"]
-                rows.append(
-                    (
-                        str(e.get("id")),
-                        e.get("detail", ""),
-                        name,
-                        str(path["failures"] + path["later_failures"]),
-                        _s(path["gap"]),
-                        _s(c.get("reincluded_after"), " s", True)
-                        if c.get("reincluded_after") is not None
-                        else "not within 20 s",
-                        ", ".join(f"{k}: {v}" for k, v in sorted(c.get("served", {}).items())),
-                    )
-                )
-        header = ["#", "replica", "contender", "failed reads", "read gap (until 1 s clean)",
-                  "first read to it after Patroni ready", "reads served per node"]  # fmt: skip
-        lines += ["Replica stopped (Patroni SIGTERM) for 3 s and restarted, reads every "
-                  f"{s.get('interval', 0) * 1000:.0f} ms through every RO contender at once:",
-                  ""]  # fmt: skip
-        lines += _table(header, rows) + [""]
+    lines += ro_event_sections(doc)
     return lines
 
 
@@ -415,7 +359,7 @@ def render(
     doc: Mapping[str, Any], *, images: Sequence[Path] = (), relative_to: Path | None = None
 ) -> str:
     """The generated section (without the markers)."""
-    lines = _header(doc) + _contenders(doc) + _targets(doc)
+    lines = _header(doc) + _contenders(doc) + _targets(doc) + goals(doc)
     for scenario in ("switchover", "kill"):
         lines += _scenario(doc, scenario)
     lines += [
@@ -426,6 +370,7 @@ def render(
         "largest values.",
         "",
     ]
+    lines += app_sections(doc)
     lines += _events_detail(doc) + _footprint(doc) + _ro(doc)
     for image in images:
         rel = os.path.relpath(image, relative_to) if relative_to else str(image)

@@ -229,15 +229,114 @@ def run_replica_restart(
             # None: not within reinclude_timeout.
             "reincluded_after": None if first is None else round(first - t_cluster, 3),
             "served": analysis.nodes_served(samples, c.name, t_event, t_end),
+            "failures": analysis.failure_summary(samples, c.name, t_event, t_end),
         }
+        if any(f"app_{c.name}_ok" in x for x in samples):
+            record["contenders"][c.name]["app"] = analysis.failure_summary(
+                samples, f"app_{c.name}", t_event, t_end
+            )
+        app = record["contenders"][c.name].get("app")
+        app_text = (f"app client {app['count']} failed over {app['window']:.2f} s, "
+                    if app else "")  # fmt: skip
         parts.append(
             f"{c.name} failed reads {gap.failures + gap.later_failures}, gap {_fmt(gap.gap)}, "
+            + app_text
             + ("back " + _fmt(record["contenders"][c.name]["reincluded_after"]) + " after ready"
                if first is not None else "not back")
         )  # fmt: skip
-    record["samples"] = analysis.compact_samples(samples, names, t_event, since, t_end, nodes=names)
+    apps = [f"app_{n}" for n in names if any(f"app_{n}_ok" in x for x in samples)]
+    record["samples"] = analysis.compact_samples(
+        samples, names + apps, t_event, since, t_end, nodes=names
+    )
     log(f"    replica-restart {node}: " + "; ".join(parts))
     return record
+
+
+def run_replica_drain(
+    lab: Lab,
+    contenders: Sequence[Contender],
+    client: ClientRun,
+    node: str,
+    *,
+    hold: float = 3.0,
+    reinclude_timeout: float = 30.0,
+    timing: Timing = DEFAULT_TIMING,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Drain `node` on purpose (Patroni tag noloadbalance), hold it `hold` s after every
+    contender stopped sending it reads, then clear the tag; count every failed read meanwhile
+    (a drain should cost none) and how long each contender took to stop and to resume."""
+    names = [c.name for c in contenders]
+    t_event = time.monotonic()
+    try:
+        lab.set_tag(node, "noloadbalance", True)
+    except LabError as exc:
+        raise ScenarioError(f"drain of {node}: {exc}") from exc
+    left = _wait_not_served(client, names, node, t_event, t_event + reinclude_timeout)
+    t_undrain = max([t_event, *(t for t in left.values() if t)]) + hold
+    time.sleep(max(0.0, t_undrain - time.monotonic()))
+    try:
+        lab.set_tag(node, "noloadbalance", False)
+    except LabError as exc:
+        raise ScenarioError(f"un-drain of {node}: {exc}") from exc
+    back = _wait_served(client, names, node, t_undrain, t_undrain + reinclude_timeout)
+    t_end = max([t_undrain, *(t for t in back.values() if t)]) + timing.settle
+    time.sleep(max(0.0, t_end - time.monotonic()))
+    client.wait_until(t_end, timeout=5.0)
+    samples = client.snapshot()
+    record: dict[str, Any] = {
+        "scenario": "replica-drain",
+        "detail": node,
+        "wall": time.time() - (time.monotonic() - t_event),
+        "marks": {"undrained": round(t_undrain - t_event, 3), "end": round(t_end - t_event, 3)},
+        "contenders": {},
+    }
+    parts = []
+    for c in contenders:
+        t_left, t_back = left[c.name], back[c.name]
+        entry: dict[str, Any] = {
+            "failures": analysis.failure_summary(samples, c.name, t_event, t_end),
+            # From setting the tag to the last read `node` served (None: it never stopped).
+            "left_after": None if t_left is None else round(t_left - t_event, 3),
+            "back_after": None if t_back is None else round(t_back - t_undrain, 3),
+            "served": analysis.nodes_served(samples, c.name, t_event, t_end),
+        }
+        if any(f"app_{c.name}_ok" in x for x in samples):
+            entry["app"] = analysis.failure_summary(samples, f"app_{c.name}", t_event, t_end)
+        record["contenders"][c.name] = entry
+        app = entry.get("app") or {"count": "-"}
+        parts.append(
+            f"{c.name} failed reads {entry['failures']['count']} (app client {app['count']}), "
+            f"out after {_fmt(entry['left_after'])}, back {_fmt(entry['back_after'])}"
+        )
+    apps = [f"app_{n}" for n in names if any(f"app_{n}_ok" in x for x in samples)]
+    record["samples"] = analysis.compact_samples(
+        samples, names + apps, t_event, t_event - timing.baseline, t_end, nodes=names
+    )
+    log(f"    replica-drain {node}: " + "; ".join(parts))
+    return record
+
+
+def _wait_not_served(
+    client: ClientRun, names: Sequence[str], node: str, since: float, deadline: float
+) -> dict[str, float | None]:
+    """When each target last had a read answered by `node`, once a second has passed with
+    none (None: it kept serving until the deadline)."""
+    last: dict[str, float | None] = dict.fromkeys(names)
+    while time.monotonic() < deadline:
+        samples = client.snapshot()
+        now = client.latest_t() or since
+        done = True
+        for name in names:
+            served = [float(x["t"]) for x in samples if float(x["t"]) >= since
+                      and x.get(f"{name}_ok") and x.get(f"{name}_node") == node]  # fmt: skip
+            last[name] = max(served) if served else since
+            if now - (last[name] or since) < 1.0:
+                done = False
+        if done:
+            return last
+        time.sleep(0.1)
+    return dict.fromkeys(names)
 
 
 def _wait_served(

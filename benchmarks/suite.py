@@ -29,6 +29,7 @@ from benchmarks.ro_throughput import (
     init_pgbench,
     measure_balance,
     run_pgbench,
+    run_replica_drain,
     run_replica_restart,
     wait_ro_ready,
 )
@@ -68,7 +69,10 @@ class Settings:
     kills_per_round: int = 1
     ro: bool = True
     pgvip_ro: bool = True  # also try pgvip's RO VIP in the RO phase
-    replica_restarts: int = 2
+    replica_restarts: int = 9
+    replica_drains: int = 3
+    # Application-model clients beside the sampler (benchmarks/app_clients.py).
+    app_models: list[str] = field(default_factory=lambda: ["persistent", "libpq", "pool"])
     pgbench_clients: int = 4
     pgbench_seconds: int = 15
     pgbench_rounds: int = 3
@@ -98,6 +102,11 @@ class Settings:
             make(name)  # ContenderError names the unknown one
         if self.pgbench_clients < 2:
             raise SuiteError("--clients must be >= 2 (the direct run splits them over 2 replicas)")
+        from benchmarks.app_clients import MODELS
+
+        unknown = [m for m in self.app_models if m not in MODELS]
+        if unknown:
+            raise SuiteError(f"unknown --app-models {unknown}; choose from {', '.join(MODELS)}")
         if self.interval <= 0 or self.timeout <= 0:
             raise SuiteError("--interval and --timeout must be positive")
 
@@ -337,7 +346,7 @@ class Suite:
                 router.start()
             client = ClientRun(
                 lab, writes=[("rw", c.rw_endpoint(lab))], interval=self.s.interval,
-                timeout=self.s.timeout,
+                timeout=self.s.timeout, app_models=self.s.app_models,
             )  # fmt: skip
             client.start()
             time.sleep(self.s.baseline)
@@ -472,7 +481,7 @@ class Suite:
                 ro["balance"][c.name] = bal
                 self.log(f"  balance {c.name}: {bal['counts']} errors {bal['errors']}")
             self.save()
-            if available and self.s.replica_restarts > 0:
+            if available and (self.s.replica_restarts > 0 or self.s.replica_drains > 0):
                 self._replica_restarts(available, ro)
         except (ThroughputError, ScenarioError) as exc:
             self.results["errors"].append(f"RO phase: {exc}")
@@ -488,7 +497,7 @@ class Suite:
         lab = self.lab
         with ClientRun(
             lab, reads=[(c.name, _ro(c, lab)) for c in available], leader=False,
-            interval=self.s.interval, timeout=self.s.timeout,
+            interval=self.s.interval, timeout=self.s.timeout, read_app=bool(self.s.app_models),
         ) as client:  # fmt: skip
             time.sleep(self.s.baseline)
             for k in range(self.s.replica_restarts):
@@ -508,6 +517,24 @@ class Suite:
                     lab.reset(timeout=120)
                 record["id"] = k + 1
                 record["jitter_s"] = round(self._last_pause, 3)
+                ro["events"].append(record)
+                time.sleep(self.s.baseline)
+            for k in range(self.s.replica_drains):
+                reps = replicas(lab, lab.leader())
+                if not reps:
+                    raise ScenarioError("no streaming replica to drain")
+                node = reps[k % len(reps)]
+                time.sleep(self._pause())
+                try:
+                    record = run_replica_drain(
+                        lab, available, client, node, timing=self.s.timing(), log=self.log
+                    )
+                except ScenarioError as exc:
+                    self.log(f"  replica-drain FAILED: {exc}")
+                    record = {"scenario": "replica-drain", "detail": node, "error": str(exc)}
+                    with contextlib.suppress(LabError):
+                        lab.set_tag(node, "noloadbalance", False)
+                record["id"] = self.s.replica_restarts + k + 1
                 ro["events"].append(record)
                 time.sleep(self.s.baseline)
 

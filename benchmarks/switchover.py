@@ -21,6 +21,7 @@ from pgvip.lab.scenarios import new_leader_within
 from pgvip.patroni.roles import PRIMARY_ROLES
 
 RW_SCENARIOS = ("switchover", "kill")
+APP_COLUMNS = ("app_rw", "app_leader", "libpq_rw", "libpq_leader", "pool_rw")
 FAILOVER_TIMEOUT = 60.0
 RECOVER_TIMEOUT = 90.0
 READY_TIMEOUT = 60.0
@@ -219,6 +220,7 @@ def run_rw_event(
         "read_only_writes": through.errors.get("read_only", 0),
         "valid": patroni.worked_before and through.worked_before,
     }
+    record["app"] = analysis.app_record(samples, t_event, t_end, since=since, stable=timing.stable)
     if sampler is not None:
         vip = contender.vip(lab)
         timeline = [(c.t, c.holders) for c in sampler.timeline(vip)] if vip else []
@@ -226,8 +228,14 @@ def run_rw_event(
     if router is not None:
         timeline = [(t, v) for t, v in router.timeline if v is not None]
         record["routing"] = analysis.holders_in_window(timeline, since, t_end).as_dict(t_event)
-    record["samples"] = analysis.compact_samples(samples, ["rw", "leader"], t_event, since, t_end)
+    paths = ["rw", "leader"] + [p for p in APP_COLUMNS if any(f"{p}_ok" in x for x in samples)]
+    record["samples"] = analysis.compact_samples(samples, paths, t_event, since, t_end)
     gap = through.gap
+    app = record["app"].get("persistent")
+    if app is not None:
+        f = app["failures"]
+        log(f"    {'':<10} {'':<9} app client (a): extra {_fmt(app['extra'], sign=True)}, "
+            f"{f['count']} failed over {f['window']:.2f} s {f['kinds'] or ''}")  # fmt: skip
     log(
         f"    {scenario:<10} {detail:<9} Patroni {_fmt(patroni.gap)}  {contender.name} "
         f"{_fmt(gap)}  attributable {_fmt(record['attributable'], sign=True)}"

@@ -192,6 +192,7 @@ def test_one_short_iteration(tmp_path: Path) -> None:
         switchovers_per_round=1,
         kills_per_round=0,
         replica_restarts=1,
+        replica_drains=1,
         pgbench_seconds=2,
         pgbench_rounds=1,
         balance_connects=20,
@@ -232,6 +233,12 @@ def test_one_short_iteration(tmp_path: Path) -> None:
         assert e["through"]["gap"] is not None and e["through"]["gap"] > 0.5, (name, log)
         assert e["attributable"] is not None
         assert len(e["samples"]["t_ms"]) == len(e["samples"]["rw"]) > 100
+        # Every application-model client ran beside the sampler and was measured.
+        assert set(e["app"]) == {"persistent", "libpq", "pool"}, (name, e["app"])
+        a = e["app"]["persistent"]
+        assert a["valid"] and a["through"]["gap"] is not None and a["through"]["gap"] > 0.5, a
+        assert a["failures"]["count"] > 0 and a["failures"]["kinds"], a
+        assert "app_rw" in e["samples"] and "libpq_leader" in e["samples"]
     assert events["keepalived"]["holders"]["max_holders"] >= 1
     assert "routing" in events["haproxy"]
     assert doc["footprint"]["keepalived"]["p1"]["processes"] == 2  # parent + VRRP child
@@ -240,8 +247,15 @@ def test_one_short_iteration(tmp_path: Path) -> None:
     targets = {r["target"]: r["tps"] for r in ro["pgbench"]}
     assert targets["direct"] > 0 and targets["haproxy"] > 0, ro
     assert sum(ro["balance"]["haproxy"]["counts"].values()) == 20
-    assert len(ro["events"]) == 1 and "error" not in ro["events"][0], log
-    assert "haproxy" in ro["events"][0]["contenders"]
+    assert [e.get("scenario") for e in ro["events"]] == ["replica-restart", "replica-drain"]
+    assert not [e for e in ro["events"] if "error" in e], log
+    restart, drain = ro["events"]
+    assert "haproxy" in restart["contenders"]
+    for c in (restart["contenders"]["haproxy"], drain["contenders"]["haproxy"]):
+        assert {"failures", "app"} <= set(c), c
+        assert c["app"]["count"] >= 0 and "window" in c["app"]
+    # HAProxy's health check follows the tag: the drained replica stops getting reads.
+    assert drain["contenders"]["haproxy"]["left_after"] is not None, drain
     if ro["contenders"]["pgvip-ro"]["available"]:
         assert targets["pgvip-ro"] > 0
 
@@ -251,5 +265,6 @@ def test_one_short_iteration(tmp_path: Path) -> None:
     assert all(p.stat().st_size > 10_000 for p in images)
     section = report.render(doc, images=images, relative_to=tmp_path)
     assert "P1: planned switchover" in section and "| keepalived |" in section
+    assert "Application view: planned switchover" in section and "Replica drained" in section
     print(f"benchmark smoke iteration: {elapsed:.0f} s\n{log}")
     assert os.path.exists(path)
