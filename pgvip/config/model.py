@@ -72,6 +72,7 @@ class RoConfig:
     forwarding: str
     persistence_timeout: int
     poll_interval: float
+    port_check_interval: float
 
 
 @dataclass(frozen=True)

@@ -202,6 +202,12 @@ SCHEMA: tuple[Setting, ...] = (
        "Seconds between backend probes (by the director only); a replica that answers no "
        "(its /replica 503, connection refused) leaves rotation at its first such probe.",
        check=_SECONDS_60, unit="seconds"),
+    _s("ro", "port_check_interval", "number", 0.2,
+       "Seconds between TCP connects to each backend in rotation (by the director only); the "
+       "first refusal takes it out at once, long before Patroni's /replica says so. Each "
+       "connect is closed without a byte sent; with PostgreSQL's log_connections on, each is "
+       "one log line. 0 = off (Patroni's /replica and ro.probe_sql only).",
+       check=float_range(0, 60), unit="seconds"),
     # [announce]
     _s("announce", "garp_count", "integer", 3,
        "Gratuitous ARPs / unsolicited NAs sent on becoming MASTER (0-100).",

@@ -6,13 +6,37 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, cast
 
+from pgvip.config import RoConfig
 from pgvip.daemon.log_throttle import ErrorLogThrottle
-from pgvip.dataplane.balancer import IPAddress, LoadBalancer, VirtualService
-from pgvip.policy.backends import BackendSet
+from pgvip.dataplane.balancer import IPAddress, LoadBalancer, VirtualService, virtual_service
+from pgvip.policy.backends import BackendSet, BackendSettings
 
-__all__ = ["BalancerDriver"]
+__all__ = ["BalancerDriver", "backend_settings", "desired_service"]
+
+
+def desired_service(c: RoConfig, vip: IPAddress, backend_set: BackendSet) -> VirtualService:
+    """The RO virtual service that programs `backend_set`."""
+    return virtual_service(
+        vip, c.port, backend_set.backends, scheduler=c.scheduler, forwarding=c.forwarding,
+        persistence_timeout=c.persistence_timeout,
+    )  # fmt: skip
+
+
+def backend_settings(c: RoConfig, vip: IPAddress) -> BackendSettings:
+    """The backend policy's settings from the [ro] section."""
+    return BackendSettings(
+        max_lag=c.max_lag,
+        rise=c.rise,
+        fall=c.fall,
+        drain_timeout=c.drain_timeout,
+        fallback=cast(Literal["primary", "none"], c.fallback),
+        include_primary=c.include_primary,
+        # NAT rewrites the port, so each member's own; DR and TUN cannot.
+        port=None if c.forwarding == "nat" else c.port,
+        family=cast(Literal[4, 6], vip.version),
+    )
 
 
 class BalancerDriver:

@@ -3,8 +3,9 @@ replica and programs the load balancer; otherwise it keeps the balancer empty an
 forwarding, keeps the RO VIP on `lo` so this node can be a real server of whoever directs.
 
 Its phases and their legal moves are the table in `pgvip.daemon.ro.phases`; this module feeds
-that table and sequences the I/O: `/cluster` and the probes are in `probes`, applying and
-clearing in `balancing`, the VIP on lo in `real_server`, the reported status in `status`."""
+that table and sequences the I/O: `/cluster` and the probes are in `probes` (the port watch in
+`port_check`), applying and clearing in `balancing`, the VIP on lo in `real_server`, the
+reported status in `status`."""
 
 from __future__ import annotations
 
@@ -13,18 +14,19 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Literal, cast
+from typing import Any
 
 from pgvip.config import RoConfig
-from pgvip.daemon.ro.balancing import BalancerDriver
+from pgvip.daemon.ro.balancing import BalancerDriver, backend_settings, desired_service
 from pgvip.daemon.ro.phases import HOLDS_SERVICE, DirectorInput, Phase, next_phase
+from pgvip.daemon.ro.port_check import Target, port_watch
 from pgvip.daemon.ro.probes import ClusterReader, SqlProbe, probe_members, psycopg_probe
 from pgvip.daemon.ro.real_server import LoopbackRealServer, LoVip, RealServerHooks
 from pgvip.daemon.ro.status import DirectorStatus, describe_backends
-from pgvip.dataplane.balancer import IPAddress, LoadBalancer, virtual_service
+from pgvip.dataplane.balancer import IPAddress, LoadBalancer
 from pgvip.patroni.client import PatroniClient
 from pgvip.patroni.cluster import ClusterView
-from pgvip.policy.backends import BackendPolicy, BackendSet, BackendSettings, ProbeResult
+from pgvip.policy.backends import BackendPolicy, BackendSet, ProbeResult
 from pgvip.vrrp.actions import Transition
 from pgvip.vrrp.states import State
 
@@ -52,10 +54,11 @@ class Director:
 
     While active, every ro.poll_interval: `/cluster` from the local Patroni (a bad answer keeps
     the last good membership, logged once per change of reason), each replica's own
-    `/replica?lag=<max_lag>` (and the SQL probe with ro.probe_sql) concurrently, each bounded
+    `/replica?lag=<max_lag>` (and SQL, and a connect to its port) concurrently, each bounded
     by ro.probe_timeout, then BackendPolicy and `balancer.apply()` when the service changed,
-    after a failed apply, or every `reconcile_interval`. A new director starts from a fresh
-    policy and probes `rise` rounds WARMUP_SPACING apart before its first apply.
+    after a failed apply, or every `reconcile_interval`; a backend in rotation that refuses
+    the port watch (every ro.port_check_interval) wakes a round at once. A new director starts
+    from a fresh policy and probes `rise` rounds WARMUP_SPACING apart before its first apply.
     While inactive: the balancer is cleared (also once at start-up, for a previous run's
     leftovers) and, for "dr", the RO VIP is kept on lo.
 
@@ -109,6 +112,7 @@ class Director:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one balancer operation at a time (apply vs clear)
         self._round: asyncio.Task[list[ProbeResult]] | None = None
+        self._take_out: asyncio.Task[None] | None = None  # the port watch's fast removal
         self._warmup_left = 0  # observation rounds left while WARMING
         self._fast_next = False
         self._cluster = ClusterReader(client, log=log)
@@ -146,6 +150,12 @@ class Director:
         self._wake.set()
 
     async def run(self) -> None:
+        c = self.config
+        async with port_watch(self._in_rotation, self._refused, interval=c.port_check_interval,
+                              timeout=c.probe_timeout, clock=self._clock):  # fmt: skip
+            await self._cycles()
+
+    async def _cycles(self) -> None:
         next_at = self._clock()
         while self.phase is not Phase.STOPPED:
             self._wake.clear()
@@ -294,15 +304,11 @@ class Director:
             return
         backend_set = self.policy.update(view, probes, now)
         self._last_set = backend_set
-        desired = virtual_service(
-            self.vip,
-            self.config.port,
-            backend_set.backends,
-            scheduler=self.config.scheduler,
-            forwarding=self.config.forwarding,
-            persistence_timeout=self.config.persistence_timeout,
-        )
-        if not self._driver.due(desired, now, self._reconcile_interval):
+        await self._apply(backend_set, now)
+
+    async def _apply(self, backend_set: BackendSet, now: float, *, force: bool = False) -> None:
+        desired = desired_service(self.config, self.vip, backend_set)
+        if not force and not self._driver.due(desired, now, self._reconcile_interval):
             return
         async with self._lock:
             if not self._master or self.phase is Phase.STOPPED:
@@ -337,14 +343,11 @@ class Director:
             self._round = None
 
     async def _probe_all(self, view: ClusterView) -> list[ProbeResult]:
+        c = self.config
         results = await probe_members(
-            view,
-            self._client,
-            max_lag=self.config.max_lag,
-            timeout=self.config.probe_timeout,
-            sql_probe=self._sql_probe,
-            clock=self._clock,
-        )
+            view, self._client, max_lag=c.max_lag, timeout=c.probe_timeout,
+            sql_probe=self._sql_probe, clock=self._clock, port_check=c.port_check_interval > 0,
+        )  # fmt: skip
         latest: dict[str, list[ProbeResult]] = {}
         for r in results:
             latest.setdefault(r.member, []).append(r)
@@ -352,6 +355,24 @@ class Director:
                 self.probe_failures += 1
         self._latest = latest
         return results
+
+    def _in_rotation(self) -> list[Target]:  # the port watch's targets, while directing
+        if self.phase is not Phase.DIRECTING or not self._master or self._last_set is None:
+            return []
+        return [(b.member, str(b.address), b.port) for b in self._last_set.active]
+
+    def _refused(self, result: ProbeResult) -> None:
+        """A backend in rotation refused the port watch: out now, on the last good /cluster
+        (a round could wait out a stopping Patroni's REST API), then a full round."""
+        self._log.info("RO backend refused a connection: taking it out", member=result.member,
+                       reason=result.reason)  # fmt: skip
+        view, now = self._cluster.view, self._clock()
+        if view is not None and self.phase is Phase.DIRECTING and self._master:
+            self._last_set = self.policy.update(view, [result], now)
+            self._latest.setdefault(result.member, []).append(result)
+            self._take_out = asyncio.get_running_loop().create_task(
+                self._apply(self._last_set, now, force=True))  # fmt: skip
+        self._wake.set()
 
     # -- the balancer and lo ---------------------------------------------------------------
 
@@ -376,17 +397,4 @@ class Director:
         return True
 
     def _new_policy(self) -> BackendPolicy:
-        c = self.config
-        return BackendPolicy(
-            BackendSettings(
-                max_lag=c.max_lag,
-                rise=c.rise,
-                fall=c.fall,
-                drain_timeout=c.drain_timeout,
-                fallback=cast(Literal["primary", "none"], c.fallback),
-                include_primary=c.include_primary,
-                # NAT rewrites the port, so each member's own; DR and TUN cannot.
-                port=None if c.forwarding == "nat" else c.port,
-                family=cast(Literal[4, 6], self.vip.version),
-            )
-        )
+        return BackendPolicy(backend_settings(self.config, self.vip))

@@ -1,6 +1,6 @@
 """What the RO director reads: `/cluster` (the membership, `ClusterReader`) and, per replica,
-its own REST API's `/replica?lag=` and, with ro.probe_sql, a SQL `pg_is_in_recovery()`; each
-probe bounded by ro.probe_timeout."""
+its own REST API's `/replica?lag=`, with ro.probe_sql a SQL `pg_is_in_recovery()`, and with
+ro.port_check_interval a connect to its port (`port_check`); each bounded by ro.probe_timeout."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pgvip.daemon.log_throttle import ErrorLogThrottle
+from pgvip.daemon.ro.port_check import check_port
 from pgvip.patroni.client import PatroniClient
 from pgvip.patroni.cluster import ClusterParseError, ClusterView, Member, parse_cluster
 from pgvip.patroni.verdict import PatroniError, PatroniUnavailable, Verdict
@@ -155,8 +156,10 @@ async def probe_members(
     timeout: float,
     sql_probe: SqlProbe | None,
     clock: Callable[[], float],
+    port_check: bool = False,
 ) -> list[ProbeResult]:
-    """Probe every candidate of `view` concurrently: each replica's `/replica` (and SQL)."""
+    """Probe every candidate of `view` concurrently: each replica's `/replica` (and SQL, and
+    a connect to its PostgreSQL port)."""
     coros: list[Awaitable[ProbeResult]] = []
     for m in view.members:
         # Only replicas can be backends; the leader is judged from /cluster alone.
@@ -165,6 +168,9 @@ async def probe_members(
         coros.append(probe_http(client, m, max_lag=max_lag, timeout=timeout, clock=clock))
         if sql_probe is not None:
             coros.append(probe_sql(sql_probe, m, timeout=timeout, clock=clock))
+        if port_check and m.host:
+            port = m.port or DEFAULT_PORT
+            coros.append(check_port(m.name, m.host, port, timeout=timeout, clock=clock))
     return list(await asyncio.gather(*coros))
 
 

@@ -238,6 +238,7 @@ def ro_config(**changes: Any) -> RoConfig:
         "forwarding": "nat",
         "persistence_timeout": 0,
         "poll_interval": 1.0,
+        "port_check_interval": 0.0,  # no real TCP connects from unit tests unless asked
     }
     return RoConfig(**(fields | changes))
 
