@@ -57,8 +57,8 @@ class Director:
     `/replica?lag=<max_lag>` (and SQL, and a connect to its port) concurrently, each bounded
     by ro.probe_timeout, then BackendPolicy and `balancer.apply()` when the service changed,
     after a failed apply, or every `reconcile_interval`; a backend in rotation that refuses
-    the port watch (every ro.port_check_interval) wakes a round at once. A new director starts
-    from a fresh policy and probes `rise` rounds WARMUP_SPACING apart before its first apply.
+    the port watch (every ro.port_check_interval) leaves at once, a round follows. A new director
+    starts fresh and probes `rise` rounds WARMUP_SPACING apart before its first apply.
     While inactive: the balancer is cleared (also once at start-up, for a previous run's
     leftovers) and, for "dr", the RO VIP is kept on lo.
 
