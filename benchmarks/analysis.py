@@ -275,6 +275,11 @@ APP_PATHS = {"persistent": ("app_rw", "app_leader"), "libpq": ("libpq_rw", "libp
 # The pool has no direct twin: its reference is the persistent client that follows the leader.
 
 
+def tried(samples: Iterable[Mapping[str, Any]], path: str) -> bool:
+    """Did any sample try `path` (an app client runs only when asked for)?"""
+    return any(f"{path}_ok" in s for s in samples)
+
+
 def failure_summary(
     samples: Sequence[Mapping[str, Any]], path: str, since: float, until: float
 ) -> dict[str, Any]:
@@ -301,7 +306,7 @@ def app_record(
     direct twin's, the extra, and every failed attempt of each."""
     out: dict[str, Any] = {}
     for model, (through_path, direct_path) in APP_PATHS.items():
-        if not any(f"{through_path}_ok" in s for s in samples):
+        if not tried(samples, through_path):
             continue
         through = path_gap(samples, through_path, t_event, t_end, since=since, stable=stable)
         direct = path_gap(samples, direct_path, t_event, t_end, since=since, stable=stable)

@@ -231,7 +231,7 @@ def run_replica_restart(
             "served": analysis.nodes_served(samples, c.name, t_event, t_end),
             "failures": analysis.failure_summary(samples, c.name, t_event, t_end),
         }
-        if any(f"app_{c.name}_ok" in x for x in samples):
+        if analysis.tried(samples, f"app_{c.name}"):
             record["contenders"][c.name]["app"] = analysis.failure_summary(
                 samples, f"app_{c.name}", t_event, t_end
             )
@@ -244,7 +244,7 @@ def run_replica_restart(
             + ("back " + _fmt(record["contenders"][c.name]["reincluded_after"]) + " after ready"
                if first is not None else "not back")
         )  # fmt: skip
-    apps = [f"app_{n}" for n in names if any(f"app_{n}_ok" in x for x in samples)]
+    apps = [f"app_{n}" for n in names if analysis.tried(samples, f"app_{n}")]
     record["samples"] = analysis.compact_samples(
         samples, names + apps, t_event, since, t_end, nodes=names
     )
@@ -301,7 +301,7 @@ def run_replica_drain(
             "back_after": None if t_back is None else round(t_back - t_undrain, 3),
             "served": analysis.nodes_served(samples, c.name, t_event, t_end),
         }
-        if any(f"app_{c.name}_ok" in x for x in samples):
+        if analysis.tried(samples, f"app_{c.name}"):
             entry["app"] = analysis.failure_summary(samples, f"app_{c.name}", t_event, t_end)
         record["contenders"][c.name] = entry
         app = entry.get("app") or {"count": "-"}
@@ -309,7 +309,7 @@ def run_replica_drain(
             f"{c.name} failed reads {entry['failures']['count']} (app client {app['count']}), "
             f"out after {_fmt(entry['left_after'])}, back {_fmt(entry['back_after'])}"
         )
-    apps = [f"app_{n}" for n in names if any(f"app_{n}_ok" in x for x in samples)]
+    apps = [f"app_{n}" for n in names if analysis.tried(samples, f"app_{n}")]
     record["samples"] = analysis.compact_samples(
         samples, names + apps, t_event, t_event - timing.baseline, t_end, nodes=names
     )

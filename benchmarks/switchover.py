@@ -228,7 +228,7 @@ def run_rw_event(
     if router is not None:
         timeline = [(t, v) for t, v in router.timeline if v is not None]
         record["routing"] = analysis.holders_in_window(timeline, since, t_end).as_dict(t_event)
-    paths = ["rw", "leader"] + [p for p in APP_COLUMNS if any(f"{p}_ok" in x for x in samples)]
+    paths = ["rw", "leader"] + [p for p in APP_COLUMNS if analysis.tried(samples, p)]
     record["samples"] = analysis.compact_samples(samples, paths, t_event, since, t_end)
     gap = through.gap
     app = record["app"].get("persistent")
