@@ -204,8 +204,10 @@ SCHEMA: tuple[Setting, ...] = (
        check=_SECONDS_60, unit="seconds"),
     _s("ro", "port_check_interval", "number", 0.2,
        "Seconds between TCP connects to each backend in rotation (by the director only); the "
-       "first refusal takes it out at once, long before Patroni's /replica says so. Each "
-       "connect is closed without a byte sent; with PostgreSQL's log_connections on, each is "
+       "first refusal takes it out at once, long before Patroni's /replica says so; when it is "
+       "the director's own PostgreSQL, the node also resigns the RO VIP. Each connect is "
+       "closed without a byte sent, but PostgreSQL forks a backend for it (measured: about 3 ms "
+       "of CPU each, 1.5 % of a core per replica at 0.2 s); with log_connections on, each is "
        "one log line. 0 = off (Patroni's /replica and ro.probe_sql only).",
        check=float_range(0, 60), unit="seconds"),
     # [announce]

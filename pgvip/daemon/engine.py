@@ -240,7 +240,15 @@ class Engine:
             feed=runner.feed,
             log=self.log.bind(instance="ro"),
             on_poll=lambda obs: self.metrics.poll("ro", obs.latency, obs.cause),
+            port_timeout=ro.probe_timeout,
         )
+
+        def own_refusal(member: str, host: str, port: int, reason: str) -> None:
+            # This node's own PostgreSQL refusing, seen by its port watch: resign now.
+            if watch.last_status is not None and watch.last_status.name == member:
+                watch.local_refused(host, port, reason)
+
+        director.on_refused.append(own_refusal)
         return RoPipeline(runner, watch, director)
 
     def _runner(self, name: str, vrid: int, priority: int, vip: VipInterface) -> InstanceRunner:

@@ -30,12 +30,7 @@ from pgvip.policy.backends import BackendPolicy, BackendSet, ProbeResult
 from pgvip.vrrp.actions import Transition
 from pgvip.vrrp.states import State
 
-__all__ = [
-    "RO_REAPPLY_INTERVAL",
-    "WARMUP_SPACING",
-    "Director",
-    "DirectorError",
-]
+__all__ = ["RO_REAPPLY_INTERVAL", "WARMUP_SPACING", "Director", "DirectorError"]
 
 # Re-apply an unchanged RO service this often (apply() reads the kernel back, so drift
 # heals); also the standby cycle's cadence. Not the VIP address reconcile interval.
@@ -118,7 +113,7 @@ class Director:
         self._cluster = ClusterReader(client, log=log)
         self._last_set: BackendSet | None = None
         self._latest: dict[str, list[ProbeResult]] = {}  # the last round, per member
-
+        self.on_refused: list[Callable[[str, str, int, str], None]] = []
         self.cycles = 0
         self.probe_failures = 0
 
@@ -363,11 +358,16 @@ class Director:
 
     def _refused(self, result: ProbeResult) -> None:
         """A backend in rotation refused the port watch: out now, on the last good /cluster
-        (a round could wait out a stopping Patroni's REST API), then a full round."""
+        (a round could wait out a stopping Patroni's REST API), then a full round; listeners
+        (`on_refused`, e.g. our own RoleWatch when it is this node) hear member, host, port."""
         self._log.info("RO backend refused a connection: taking it out", member=result.member,
                        reason=result.reason)  # fmt: skip
         view, now = self._cluster.view, self._clock()
         if view is not None and self.phase is Phase.DIRECTING and self._master:
+            for member, host, port in self._in_rotation():
+                if member == result.member:
+                    for listener in self.on_refused:
+                        listener(member, host, port, result.reason)
             self._last_set = self.policy.update(view, [result], now)
             self._latest.setdefault(result.member, []).append(result)
             self._take_out = asyncio.get_running_loop().create_task(

@@ -1,5 +1,10 @@
 """Feeds the RO VRRP instance from the local `/patroni`: eligibility (Patroni reachable and its
-PostgreSQL running, with rise/fall) and priority (ro.priority_leader or ro.priority_replica)."""
+PostgreSQL running, with rise/fall) and priority (ro.priority_leader or ro.priority_replica).
+
+`/patroni` keeps saying "running" for about a second after its PostgreSQL stopped accepting
+connections. So when the director's port watch finds this node's own PostgreSQL refusing
+(`local_refused`), the node is ineligible at once and resigns the RO VIP, and it stays
+ineligible, whatever `/patroni` says, until a connect to that port succeeds again."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any
 
 from pgvip.daemon.cadence import Cadence
 from pgvip.daemon.poll_log import PollLog
+from pgvip.daemon.ro.port_check import check_port
 from pgvip.patroni.roles import is_status_leader
 from pgvip.patroni.verdict import (
     Observation,
@@ -67,6 +73,7 @@ class RoleWatch:
         feed: Callable[[Event], None],
         log: Any,
         on_poll: Callable[[Observation], None] = lambda obs: None,
+        port_timeout: float = 1.0,
         instance: str = "ro",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -93,8 +100,12 @@ class RoleWatch:
         self.last: Observation | None = None
         self.last_status: PatroniStatus | None = None
         self.status_at: float | None = None  # when /patroni last answered (monotonic)
-        self._poll_log = PollLog(log, prefix="RO role watch: ", definite=("ok", "not_running"))
+        self._poll_log = PollLog(
+            log, prefix="RO role watch: ", definite=("ok", "not_running", "port_refused")
+        )
         self.polls = 0
+        self._port_timeout = port_timeout
+        self.port_down: tuple[str, int] | None = None  # our PostgreSQL refused: (host, port)
 
     @property
     def errors(self) -> dict[str, int]:
@@ -123,6 +134,8 @@ class RoleWatch:
             answer = exc
         done = self._clock()
         obs = observe_status(answer, done, max(0.0, done - started))
+        if obs.verdict is Verdict.YES and self.port_down is not None:
+            obs = await self._recheck_port(obs)
         self.polls += 1
         self.last = obs
         self._on_poll(obs)
@@ -137,6 +150,39 @@ class RoleWatch:
             self._feed(EligibilityChanged(eligible=decision.eligible, reason=decision.reason))
             self._first = False
         return obs
+
+    def local_refused(self, host: str, port: int, reason: str) -> None:
+        """The director's port watch saw this node's own PostgreSQL refuse: ineligible now."""
+        first = self.port_down is None
+        self.port_down = (host, port)
+        obs = Observation(Verdict.NO, reason, "port_refused", self._clock(), 0.0)
+        if first:
+            self._log.warning(
+                "RO: this node's PostgreSQL refuses connections: resigning the RO VIP until "
+                "it accepts again",
+                reason=reason,
+            )
+        decision = self.policy.observe(obs)
+        self.last = obs
+        if decision.changed:
+            self._feed(EligibilityChanged(eligible=decision.eligible, reason=decision.reason))
+
+    async def _recheck_port(self, obs: Observation) -> Observation:
+        """After a local refusal, "running" from `/patroni` counts only once the port accepts."""
+        assert self.port_down is not None
+        host, port = self.port_down
+        result = await check_port(
+            "local", host, port, timeout=self._port_timeout, clock=self._clock
+        )
+        if result.ok:
+            self._log.info(
+                "RO: this node's PostgreSQL accepts connections again", reason=result.reason
+            )
+            self.port_down = None
+            return obs
+        # Not back yet (refused, or a timeout: no proof it recovered either).
+        return Observation(Verdict.NO, f"{obs.reason}, but {result.reason}", "port_refused",
+                           obs.at, obs.latency)  # fmt: skip
 
     def _on_role(self, role: str) -> None:
         wanted = self.priority_for(role)

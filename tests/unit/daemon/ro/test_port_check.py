@@ -151,6 +151,8 @@ async def test_a_backend_that_refuses_leaves_rotation_long_before_the_next_poll(
         director = Director(
             ro_config(poll_interval=5.0, port_check_interval=0.05), client, lb, log=log
         )
+        heard: list[tuple[str, str, int, str]] = []
+        director.on_refused.append(lambda *args: heard.append(args))
         task = asyncio.create_task(director.run())
         try:
             director.on_transition(TO_MASTER)
@@ -162,6 +164,7 @@ async def test_a_backend_that_refuses_leaves_rotation_long_before_the_next_poll(
             await wait_until(lambda: lb.current == svc(p3, draining=(p2,)))
             assert time.monotonic() - started < 0.8  # poll_interval 5 s, probe_timeout 1 s
             assert "RO backend refused a connection: taking it out" in log.events("info")
+            assert [h[:3] for h in heard] == [("p2", LOOPBACK, p2)] and "refused" in heard[0][3]
             await wait_until(lambda: len(cluster.apis["p2"].queries) == polls + 1)  # woken round
             p2_status = next(b for b in director.status().backends if b.member == "p2")
             assert "refused" in (p2_status.last_error or "")

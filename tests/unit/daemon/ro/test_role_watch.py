@@ -4,6 +4,7 @@ the role's priority fed before eligibility, error logging, and the effect on a r
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from ipaddress import IPv4Address, IPv4Interface
 
@@ -182,6 +183,34 @@ async def test_a_stopped_patroni_is_unknown_not_no(
     assert rig.watch.last is not None
     assert rig.watch.last.verdict is Verdict.UNKNOWN and rig.watch.last.cause == "refused"
     assert rig.watch.eligible
+
+
+async def test_a_local_refusal_resigns_at_once_and_holds_until_the_port_accepts(
+    cluster: Cluster,  # noqa: F811
+    client: PatroniClient,
+) -> None:
+    """/patroni keeps saying running after its PostgreSQL refuses; the director's port watch
+    saw our own port refuse: ineligible now, and "running" counts again only once the port
+    accepts a connection."""
+    rig = Rig(client, rise=1)
+    assert eligibility(await rig.poll()) == [True]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rig.watch.local_refused("127.0.0.1", port, "port: 127.0.0.1 refused")
+    assert eligibility(rig.fed) == [True, False]
+    assert "resigning the RO VIP" in " ".join(e for _lv, e, _kw in rig.log.records)
+    assert await rig.poll() == []  # /patroni says running, the port still refuses: no change
+    assert rig.watch.last is not None and rig.watch.last.cause == "port_refused"
+    rig.watch.local_refused("127.0.0.1", port, "again")  # a second refusal: no new feed
+    assert eligibility(rig.fed) == [True, False]
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", port)
+    try:
+        assert eligibility(await rig.poll()) == [True]
+        assert rig.watch.port_down is None
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 def test_observe_status_maps_answers() -> None:
