@@ -194,6 +194,14 @@ def release(interfaces: tuple[str, ...], config_path: str | None) -> None:
         except LoadBalancerError as exc:
             _fail(f"removing the nftables table 'pgvip' failed: {exc}")
         click.echo("pgvip: nftables table pgvip removed (if there was one)")
+        from pgvip.dataplane.balancer.ipvs_masquerade import TABLE as MASQ_TABLE
+        from pgvip.dataplane.balancer.ipvs_masquerade import IpvsMasquerade
+
+        try:  # the IPVS one-armed NAT masquerade; a crashed director cannot remove it
+            if asyncio.run(IpvsMasquerade(find_nft()).remove()):
+                click.echo(f"pgvip: nftables table {MASQ_TABLE} (IPVS NAT masquerade) removed")
+        except LoadBalancerError as exc:
+            _fail(f"removing the nftables table {MASQ_TABLE!r} failed: {exc}")
     elif not removed:
         click.echo("pgvip: nothing to release")
     from pgvip.dataplane.stale_guard import TABLE as GUARD_TABLE

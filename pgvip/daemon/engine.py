@@ -31,7 +31,7 @@ from pgvip.daemon.vrrp_channel import VrrpChannel, open_channel
 from pgvip.dataplane.address_watcher import AddressWatcher
 from pgvip.dataplane.addresses import AddressManager
 from pgvip.dataplane.announce import Announcer, send_garp, send_unsolicited_na
-from pgvip.dataplane.balancer.choice import choose_dataplane
+from pgvip.dataplane.balancer.choice import choose_dataplane, explain_forwarding
 from pgvip.dataplane.interfaces import primary_address
 from pgvip.dataplane.stale_guard import StaleGuard
 from pgvip.log import Logger
@@ -73,6 +73,13 @@ def _password(cfg: PatroniConfig) -> str | None:
     if cfg.password_file:
         return read_password_file(cfg.password_file)
     return cfg.password
+
+
+def _shutdown_error(exc: BaseException) -> str:
+    """A shutdown step's failure as text; a timeout's own message is empty."""
+    if isinstance(exc, TimeoutError):
+        return f"did not finish within {SHUTDOWN_BUDGET / 2:g} s"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _eligibility_policy(cfg: Config) -> EligibilityPolicy:
@@ -218,7 +225,13 @@ class Engine:
             forwarding=ro.forwarding,
             persistence_timeout=ro.persistence_timeout,
         )
-        self.log.info("RO dataplane chosen", dataplane=balancer_cls.name, reason=why)
+        self.log.info(
+            "RO dataplane chosen",
+            dataplane=balancer_cls.name,
+            reason=why,
+            forwarding=ro.forwarding,
+            forwarding_reason=explain_forwarding(balancer_cls.name, ro.forwarding),
+        )
         director = Director(
             ro,
             self.client,
@@ -242,13 +255,7 @@ class Engine:
             on_poll=lambda obs: self.metrics.poll("ro", obs.latency, obs.cause),
             port_timeout=ro.probe_timeout,
         )
-
-        def own_refusal(member: str, host: str, port: int, reason: str) -> None:
-            # This node's own PostgreSQL refusing, seen by its port watch: resign now.
-            if watch.last_status is not None and watch.last_status.name == member:
-                watch.local_refused(host, port, reason)
-
-        director.on_refused.append(own_refusal)
+        director.on_refused.append(watch.member_refused)  # our own PostgreSQL: resign now
         return RoPipeline(runner, watch, director)
 
     def _runner(self, name: str, vrid: int, priority: int, vip: VipInterface) -> InstanceRunner:
@@ -363,7 +370,9 @@ class Engine:
             try:
                 await asyncio.wait_for(runner.shutdown(reason), SHUTDOWN_BUDGET / 2)
             except Exception as exc:
-                self.log.error("release at shutdown failed", instance=runner.name, error=str(exc))
+                self.log.error(
+                    "release at shutdown failed", instance=runner.name, error=_shutdown_error(exc)
+                )
             else:
                 if was_master:
                     resign_record.leave(runner.instance, str(self.source), self.log)
@@ -371,7 +380,10 @@ class Engine:
             try:
                 await asyncio.wait_for(self.ro.director.stop(), SHUTDOWN_BUDGET / 2)
             except Exception as exc:
-                self.log.error("RO balancer clean-up at shutdown failed", error=str(exc))
+                # `pgvip release` (ExecStopPost) removes what is left.
+                self.log.error(
+                    "RO balancer clean-up at shutdown failed", error=_shutdown_error(exc)
+                )
         for task in self._tasks:
             task.cancel()
         pending: set[asyncio.Task[None]] = set()

@@ -247,9 +247,7 @@ class InstanceRunner:
             priority=t.priority,
         )
         self._notifier.transition(self.name, t.to_state.name, t.priority)
-        self.metrics.transition(
-            self.name, t.from_state.name, t.to_state.name, t.kind.value
-        )
+        self.metrics.transition(self.name, t.from_state.name, t.to_state.name, t.kind.value)
         self.metrics.state(self.name, t.to_state.name)
         for listener in self.listeners:
             listener(t)

@@ -104,9 +104,7 @@ def resume(instance: VrrpInstance, source: str, log: Logger) -> None:
     if directory is None:
         return
     now = time.monotonic()
-    at = take(
-        directory, instance.config.vrid, source, now, max_age=instance.master_down_interval
-    )
+    at = take(directory, instance.config.vrid, source, now, max_age=instance.master_down_interval)
     if at is not None:
         instance.resume_after_resign(at)
         log.info(

@@ -153,6 +153,7 @@ class BackendInfo(TypedDict):
 class RoInfo(TypedDict):
     dataplane: str | None  # "nftables" or "ipvs"; None until chosen
     dataplane_reason: str  # e.g. "auto: no IPVS in this kernel"
+    forwarding_reason: str  # what the forwarding method needs and what it costs
     directing: bool  # this node holds the RO VIP and programs the balancer
     port: int
     scheduler: str

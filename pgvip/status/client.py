@@ -276,6 +276,8 @@ def render_status(snap: Mapping[str, Any], *, transitions: int = 10) -> str:
             + (", FALLBACK to primary" if ro.get("fallback_active") else "")
             + (f", {ro['apply_errors']} apply errors" if ro.get("apply_errors") else "")
         )
+        if ro.get("forwarding_reason"):
+            lines.append(f"RO forwarding: {ro['forwarding_reason']}")
         backends = ro.get("backends") or []
         if backends:
             lines += _table(

@@ -344,4 +344,3 @@ TRANSITIONS: dict[tuple[State, Input], _Handler] = {
     (_S.MASTER, _I.TICK): Rules._master_tick,
     (_S.MASTER, _I.SHUTDOWN): Rules._shutdown_master,
 }
-

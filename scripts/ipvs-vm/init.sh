@@ -33,6 +33,9 @@ mount -t devtmpfs devtmpfs /host/dev || fail "mount /host/dev"
 mkdir -p /host/dev/pts /host/dev/shm
 mount -t devpts devpts /host/dev/pts || fail "mount /host/dev/pts"
 mount -t tmpfs tmpfs /host/dev/shm || fail "mount /host/dev/shm"
+# What udev or systemd would add on a real system; `nft -j -f -` opens /dev/stdin.
+ln -s /proc/self/fd /host/dev/fd
+for i in 0:stdin 1:stdout 2:stderr; do ln -s "/proc/self/fd/${i%%:*}" "/host/dev/${i#*:}"; done
 # The host's / is read-only: give the guest its own writable /tmp and /run
 # (`ip netns` keeps its namespaces in /run/netns). Host paths there that the
 # command needs (listed in the job's `keep`) stay visible, read-only.

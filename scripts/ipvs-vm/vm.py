@@ -292,7 +292,9 @@ def build(kernel_version: str | None = None, cache: Path | None = None) -> Guest
 
 
 # -- running ---------------------------------------------------------------------------
-def qemu_argv(image: GuestImage, job_dir: Path, *, memory_mb: int, quiet: bool) -> list[str]:
+def qemu_argv(
+    image: GuestImage, job_dir: Path, *, memory_mb: int, quiet: bool, cpus: int = 1
+) -> list[str]:
     append = "console=ttyS0 panic=-1 rdinit=/init"
     # Level 1 keeps kernel messages from splitting the command's output lines; panics still show.
     append += " quiet loglevel=1" if quiet else ""
@@ -303,7 +305,7 @@ def qemu_argv(image: GuestImage, job_dir: Path, *, memory_mb: int, quiet: bool) 
         "-machine", "pc",
         "-accel", "tcg",  # /dev/kvm here is PVM: a stock kernel hangs under -accel kvm
         "-cpu", "max",
-        "-smp", "1",
+        "-smp", str(cpus),  # more than 1: multi-threaded TCG, one host thread per vCPU
         "-m", f"{memory_mb}M",
         "-display", "none",
         "-monitor", "none",
@@ -357,6 +359,7 @@ def run(
     env: Mapping[str, str] | None = None,
     timeout: float = 180.0,
     memory_mb: int = 256,
+    cpus: int = 1,
     kernel_version: str | None = None,
     quiet: bool = True,
     echo: Callable[[str], None] | None = None,
@@ -379,7 +382,7 @@ def run(
         (job_dir / "command.sh").write_text(command_script(argv, cwd, env or {}))
         (job_dir / "keep").write_text("".join(f"{p}\n" for p in hidden_paths(argv, cwd, env or {})))
         cmd = ["timeout", "-k", "5", str(int(timeout) + 1)]
-        cmd += qemu_argv(image, job_dir, memory_mb=memory_mb, quiet=quiet)
+        cmd += qemu_argv(image, job_dir, memory_mb=memory_mb, quiet=quiet, cpus=cpus)
         return _boot(cmd, image, started, built, timeout, echo)
 
 
@@ -478,6 +481,7 @@ def main(args: Sequence[str] | None = None) -> int:
     run_p = sub.add_parser("run", help="run a command in the guest")
     run_p.add_argument("--timeout", type=float, default=180.0, help="seconds (default 180)")
     run_p.add_argument("--memory", type=int, default=256, help="guest RAM in MiB (default 256)")
+    run_p.add_argument("--cpus", type=int, default=1, help="guest vCPUs (default 1)")
     run_p.add_argument("--cwd", help="working directory in the guest (a host path)")
     run_p.add_argument("--env", action="append", default=[], metavar="K=V")
     run_p.add_argument("--verbose-kernel", action="store_true", help="show kernel messages")
@@ -498,6 +502,7 @@ def main(args: Sequence[str] | None = None) -> int:
             env=env,
             timeout=opts.timeout,
             memory_mb=opts.memory,
+            cpus=opts.cpus,
             quiet=not opts.verbose_kernel,
             echo=print,
         )

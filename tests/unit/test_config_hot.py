@@ -63,9 +63,7 @@ def test_a_new_hot_row_is_honoured_without_other_edits() -> None:
     old, new = _config(), _config(rw={"vrid": 70})
     import pgvip.config.model as model
 
-    flipped = tuple(
-        dataclasses.replace(s, hot=True) if s.name == "rw.vrid" else s for s in SCHEMA
-    )
+    flipped = tuple(dataclasses.replace(s, hot=True) if s.name == "rw.vrid" else s for s in SCHEMA)
     original = model.SCHEMA
     model.SCHEMA = flipped
     try:

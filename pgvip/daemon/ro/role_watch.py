@@ -151,6 +151,11 @@ class RoleWatch:
             self._first = False
         return obs
 
+    def member_refused(self, member: str, host: str, port: int, reason: str) -> None:
+        """The director's port watch saw `member` refuse; it matters here if that is us."""
+        if self.last_status is not None and self.last_status.name == member:
+            self.local_refused(host, port, reason)
+
     def local_refused(self, host: str, port: int, reason: str) -> None:
         """The director's port watch saw this node's own PostgreSQL refuse: ineligible now."""
         first = self.port_down is None

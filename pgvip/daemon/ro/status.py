@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pgvip.dataplane.balancer import VirtualService
+from pgvip.dataplane.balancer.choice import explain_forwarding
 from pgvip.patroni.cluster import ClusterView
 from pgvip.policy.backends import BackendSet, BackendStatus, ProbeResult
 from pgvip.status import RoInfo
@@ -62,6 +63,7 @@ class DirectorStatus:
         return {
             "dataplane": self.dataplane,
             "dataplane_reason": self.dataplane_reason,
+            "forwarding_reason": explain_forwarding(self.dataplane, self.forwarding),
             "directing": self.active,
             "port": self.port,
             "scheduler": self.scheduler,

@@ -100,8 +100,39 @@ def choose_dataplane(
             f"the nftables dataplane needs the 'nft' command, which is not installed "
             f"(install the 'nftables' package) [{reason}]"
         )
+    if chosen is IpvsLoadBalancer and forwarding == "nat" and which("nft") is None:
+        raise LoadBalancerError(
+            "IPVS 'nat' forwarding is one-armed: it needs the 'nft' command for its masquerade, "
+            f"which is not installed (install the 'nftables' package, or set ro.forwarding = "
+            f"'dr') [{reason}]"
+        )
     try:
         chosen.check(scheduler, forwarding, persistence_timeout)
     except LoadBalancerError as exc:
         raise LoadBalancerError(f"{exc} [{reason}]") from exc
     return chosen, reason
+
+
+def explain_forwarding(dataplane: str, forwarding: str) -> str:
+    """Why `forwarding` on `dataplane` works where it does, in one line: for the start-up log
+    and the status API, beside the dataplane's own reason."""
+    if forwarding == "nat" and dataplane == "ipvs":
+        return (
+            "nat, one-armed: IPVS NAT plus net.ipv4.vs.conntrack=1 and an nft masquerade "
+            "(table inet pgvip_ipvs), so replies return through the director on a flat LAN "
+            "too; PostgreSQL sees the director's address as the client"
+        )
+    if forwarding == "nat":
+        return (
+            "nat, one-armed: nftables DNAT plus masquerade, so replies return through the "
+            "director on a flat LAN too; PostgreSQL sees the director's address as the client"
+        )
+    if forwarding == "dr":
+        return (
+            "dr: the client's address is kept; every node keeps the RO VIP on lo with ARP "
+            "hidden while not directing, and all nodes must share the director's L2 segment"
+        )
+    return (
+        "tun: the client's address is kept; each real server needs an IPIP tunnel device "
+        "holding the RO VIP, which pgvip does not set up"
+    )

@@ -2,10 +2,12 @@
 
 The executor sends "add"/"set"/"del" only (pyroute2's "update" sends a delete).
 
-Topology: IPVS "nat" does not rewrite the client's address, so the backends' replies must be
-routed through the director (its address as their gateway); on one flat subnet use "dr",
-with `realserver.setup_real_server()` on every node (VIP on lo, ARP hidden). The nftables dataplane
-masquerades instead and works one-armed.
+Topology: IPVS "nat" alone rewrites only the destination, so on one flat subnet the backends'
+replies would bypass the director. pgvip's "nat" is therefore one-armed, as the nftables
+dataplane is: `ipvs_masquerade` adds `net.ipv4.vs.conntrack = 1` and a masquerade of the
+VIP's connections, so replies come back through the director wherever the backends route
+(PostgreSQL sees the director's address as the client). "dr" keeps the client's address, with
+`realserver.setup_real_server()` on every node (VIP on lo, ARP hidden).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pgvip.dataplane.balancer import IPAddress, LoadBalancerError, VirtualService, check_names
+from pgvip.dataplane.balancer.ipvs_masquerade import CONNTRACK_SYSCTL, IpvsMasquerade
 from pgvip.dataplane.balancer.ipvs_plan import (
     FORWARDING_CODES,
     IP_VS_SVC_F_PERSISTENT,
@@ -36,6 +39,7 @@ from pgvip.dataplane.balancer.ipvs_plan import (
     plan,
     to_virtual_service,
 )
+from pgvip.dataplane.balancer.nftables import find_nft
 from pgvip.dataplane.sysctl import PROC_SYS, SysctlKeeper, forwarding_sysctls
 
 if TYPE_CHECKING:
@@ -133,11 +137,13 @@ class IpvsLoadBalancer:
         service: tuple[IPAddress, int] | None = None,
         manage_sysctls: bool = True,
         proc_root: Path = PROC_SYS,
+        nft: str | None = None,
     ) -> None:
         self.interface = interface
         self.netns = netns
         self.manage_sysctls = manage_sysctls
         self.sysctls = SysctlKeeper(netns=netns, proc_root=proc_root)
+        self.masquerade = IpvsMasquerade(nft or find_nft(), netns=netns)
         self._key = None if service is None else (service[0], service[1], "tcp")
         self._forwarding = "nat"
 
@@ -191,11 +197,16 @@ class IpvsLoadBalancer:
     async def apply(self, desired: VirtualService) -> bool:
         self.check(desired.scheduler, desired.forwarding, desired.persistence_timeout)
         changed = False
-        if self.manage_sysctls and desired.forwarding == "nat":
-            wanted = forwarding_sysctls(self.interface, desired.vip.version)
-            changed = await self.sysctls.ensure(wanted)
-        ipvs = await self._open()
+        nat = desired.forwarding == "nat"
+        ipvs = await self._open()  # first: it loads ip_vs, which brings net/ipv4/vs/conntrack
         try:
+            if self.manage_sysctls and nat:
+                wanted = forwarding_sysctls(self.interface, desired.vip.version)
+                changed = await self.sysctls.ensure(wanted | CONNTRACK_SYSCTL)
+            if nat:
+                changed = await self.masquerade.ensure(desired.vip, desired.port) or changed
+            else:
+                changed = await self.masquerade.remove() or changed
             try:
                 current = await self._read(ipvs)
             except LoadBalancerError:
@@ -220,4 +231,5 @@ class IpvsLoadBalancer:
                 await execute(ipvs, plan(current, None))
         finally:
             ipvs.close()
+        await self.masquerade.remove()
         await self.sysctls.restore()

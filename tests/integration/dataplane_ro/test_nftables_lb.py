@@ -219,3 +219,27 @@ async def test_a_connection_the_director_accepted_before_the_table_survives_it(
             if proc is not None:
                 proc.kill()  # by PID: our own children
                 proc.communicate(timeout=10)
+
+
+async def test_ipvs_one_armed_nat_masquerade_table(ro_lab: RoLab) -> None:
+    """The nft half of IPVS one-armed NAT, for real in the director namespace (IPVS itself
+    runs in the qemu guest: tests/integration/ipvs_vm)."""
+    from pgvip.dataplane.balancer.ipvs_masquerade import TABLE, IpvsMasquerade
+    from pgvip.dataplane.balancer.nftables import find_nft
+
+    masq = IpvsMasquerade(find_nft(), netns=ro_lab.ns("dir"))
+    assert await masq.current() is None
+    assert await masq.remove() is False
+    assert await masq.ensure(VIP4, PORT) is True
+    assert await masq.current() == {(VIP4, PORT)}
+    assert await masq.ensure(VIP4, PORT) is False  # read back: nothing to do
+    listing = ro_lab.exec("dir", "nft", "list", "table", "inet", TABLE).stdout
+    assert f"ct original ip daddr {VIP4} ct original proto-dst {PORT} masquerade" in listing
+    assert "hook postrouting" in listing
+    assert await masq.ensure(VIP6, PORT) is True  # replaced whole: only the new one is left
+    assert await masq.current() == {(VIP6, PORT)}
+    assert await masq.remove() is True
+    assert await masq.current() is None
+    with pytest.raises(LoadBalancerError, match="needs the 'nft' command"):
+        await IpvsMasquerade(None).ensure(VIP4, PORT)
+    assert await IpvsMasquerade(None).current() is None

@@ -50,6 +50,10 @@ LINKS = {
 BACKENDS4 = {"b1": "10.77.1.2", "b2": "10.77.2.2"}
 BACKENDS6 = {"b1": "fd77:1::2", "b2": "fd77:2::2"}
 MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "veth", "bridge")
+# For IPVS one-armed NAT's masquerade (nft): loaded up front, since the guest's usermode
+# modprobe helper cannot see the chroot's /lib/modules.
+NFT_MODULES = ("nf_tables", "nft_ct", "nft_chain_nat", "nft_masq", "nf_conntrack", "nf_nat")
+FLAT_CONNECTIONS = 1000
 CLONE_NEWNET = 0x40000000
 CONNECT_TIMEOUT = 5.0
 
@@ -88,7 +92,7 @@ def _setns(fd: int, what: str) -> None:
 @contextlib.contextmanager
 def in_netns(name: str) -> Iterator[None]:
     """Run the block (this thread) in namespace `name`; sockets made there stay there."""
-    with open("/proc/self/ns/net") as home, open(f"/run/netns/{name}") as target:
+    with open("/proc/thread-self/ns/net") as home, open(f"/run/netns/{name}") as target:
         _setns(target.fileno(), name)
         try:
             yield
@@ -104,7 +108,7 @@ def sh(*argv: str, stdin: str | None = None) -> str:
 
 
 def build_topology() -> None:
-    sh("modprobe", "-a", *MODULES)
+    sh("modprobe", "-a", *MODULES, *NFT_MODULES)
     sh("ip", "-b", "-", stdin="".join(f"netns add {ns}\n" for ns in NS.values()))
     for ns in NS.values():
         with in_netns(ns):
@@ -388,6 +392,29 @@ async def scenario(results: dict[str, Any], step: Callable[[str], Any]) -> None:
         await lbd.clear()
         out["ipvsadm_after_clear"] = await ipvsadm()
         results["direct_routing"] = out
+
+    with step("flat_nat"):
+        # The stock config (nat, rr) on one flat subnet: the client, the director and the
+        # backends share `lan`, and the backends' default route is not the director.
+        vip = ipaddress.ip_address(VIP_DR)
+        keys = ("net/ipv4/vs/conntrack", "net/ipv4/ip_forward")
+        lbn = chosen(interface="lan", netns=NS["dir"], service=(vip, PORT))
+        lan = {b: LAN_HOSTS[b] for b in ("b1", "b2")}
+        want = virtual_service(VIP_DR, PORT, servers(lan, {"b1": 1, "b2": 1}))
+        out = {"sysctls_before": sysctls(*keys), "forwarding": want.forwarding}
+        out["changed"] = await lbn.apply(want)
+        out["actual"] = describe(await lbn.actual())
+        out["sysctls"] = sysctls(*keys)
+        out["masquerade"] = sorted(f"{a}:{p}" for a, p in await lbn.masquerade.current() or ())
+        started = time.monotonic()
+        answers = await connect_many(VIP_DR, FLAT_CONNECTIONS)
+        out["connect_s"] = round(time.monotonic() - started, 2)
+        out["traffic"] = {a: answers.count(a) for a in sorted(set(answers))}
+        await lbn.clear()
+        out["masquerade_after_clear"] = await lbn.masquerade.current()
+        out["sysctls_after_clear"] = sysctls(*keys)
+        out["ipvsadm_after_clear"] = await ipvsadm()
+        results["flat_nat"] = out
 
 
 class StepFailed(Exception):

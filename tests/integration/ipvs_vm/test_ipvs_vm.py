@@ -256,3 +256,21 @@ def test_direct_routing_with_real_servers(guest: dict[str, Any]) -> None:
     for b in ("b1", "b2"):
         assert f"{g.VIP_DR}/32" not in rec["lo_addresses_after"][b]
     assert parse_ipvsadm(rec["ipvsadm_after_clear"]) == {}
+
+
+def test_stock_nat_works_on_a_flat_lan(guest: dict[str, Any]) -> None:
+    """Issue 13: on one subnet with the backends' default route elsewhere, plain IPVS NAT got
+    0 of 10 connections through. pgvip's nat is one-armed (vs.conntrack + masquerade): every
+    connection of 1000 gets through, split evenly by rr, and clear() takes it all back."""
+    out = guest["flat_nat"]
+    assert out["forwarding"] == "nat" and out["changed"] is True
+    assert out["sysctls_before"]["net/ipv4/vs/conntrack"] == "0"
+    assert out["sysctls"] == {"net/ipv4/vs/conntrack": "1", "net/ipv4/ip_forward": "1"}
+    assert out["masquerade"] == [f"{g.VIP_DR}:{PORT}"]
+    traffic = out["traffic"]
+    assert sum(traffic.values()) == g.FLAT_CONNECTIONS
+    assert set(traffic) == {"b1", "b2"}, traffic  # no errors at all
+    assert max(traffic.values()) / min(traffic.values()) <= 1.05
+    assert out["masquerade_after_clear"] is None
+    assert out["sysctls_after_clear"] == out["sysctls_before"]
+    assert "TCP" not in out["ipvsadm_after_clear"]

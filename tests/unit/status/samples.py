@@ -99,6 +99,7 @@ def ro_info(**over: Any) -> RoInfo:
     ro: RoInfo = {
         "dataplane": "nftables",
         "dataplane_reason": "auto: no IPVS in this kernel",
+        "forwarding_reason": "nat, one-armed: nftables DNAT plus masquerade",
         "directing": False,
         "port": 5432,
         "scheduler": "rr",

@@ -161,6 +161,7 @@ async def test_status_fits_the_status_api_schema(
     assert validator.is_valid(json.loads(json.dumps(info))), list(validator.iter_errors(info))
     assert info["directing"] and info["dataplane"] == "nftables"
     assert info["dataplane_reason"] == "nft asked"
+    assert info["forwarding_reason"].startswith("nat, one-armed: nftables DNAT plus masquerade")
     assert (info["healthy"], info["total"]) == (1, 2)
     by_member = {b["member"]: b for b in info["backends"]}
     assert by_member["p3"]["state"] == "draining" and not by_member["p3"]["healthy"]

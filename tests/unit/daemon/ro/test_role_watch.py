@@ -197,7 +197,9 @@ async def test_a_local_refusal_resigns_at_once_and_holds_until_the_port_accepts(
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    rig.watch.local_refused("127.0.0.1", port, "port: 127.0.0.1 refused")
+    rig.watch.member_refused("someone-else", "127.0.0.1", port, "not us")
+    assert eligibility(rig.fed) == [True] and rig.watch.port_down is None
+    rig.watch.member_refused("me", "127.0.0.1", port, "port: 127.0.0.1 refused")
     assert eligibility(rig.fed) == [True, False]
     assert "resigning the RO VIP" in " ".join(e for _lv, e, _kw in rig.log.records)
     assert await rig.poll() == []  # /patroni says running, the port still refuses: no change

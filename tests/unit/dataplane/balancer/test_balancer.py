@@ -94,9 +94,16 @@ def test_virtual_service_from_policy_backends() -> None:
 
 
 def test_auto_picks_ipvs_when_the_kernel_has_it() -> None:
-    cls, reason = choose_dataplane("auto", probe=has_ipvs, which=nft_missing)
+    cls, reason = choose_dataplane("auto", probe=has_ipvs, which=nft_present)
     assert cls is IpvsLoadBalancer
     assert reason == "IPVS available: genetlink family IPVS found; using IPVS"
+    # "dr" needs no nft on the director; one-armed "nat" needs it for its masquerade.
+    cls, _ = choose_dataplane("auto", forwarding="dr", probe=has_ipvs, which=nft_missing)
+    assert cls is IpvsLoadBalancer
+    with pytest.raises(LoadBalancerError) as info:
+        choose_dataplane("auto", probe=has_ipvs, which=nft_missing)
+    assert "IPVS 'nat' forwarding is one-armed: it needs the 'nft' command" in str(info.value)
+    assert "ro.forwarding = 'dr'" in str(info.value)
 
 
 def test_auto_falls_back_to_nftables_and_says_why() -> None:
@@ -166,3 +173,21 @@ async def test_run_command_reports_stderr_and_missing_binaries() -> None:
         await run_command(["sh", "-c", "exit 4"])
     with pytest.raises(LoadBalancerError, match="cannot run '/no/such/tool': not found$"):
         await run_command(["/no/such/tool"])
+
+
+@pytest.mark.parametrize(
+    ("dataplane", "forwarding", "words"),
+    [
+        ("ipvs", "nat", ("one-armed", "vs.conntrack=1", "pgvip_ipvs", "director's address")),
+        ("nftables", "nat", ("one-armed", "masquerade", "director's address")),
+        ("ipvs", "dr", ("client's address is kept", "RO VIP on lo", "L2 segment")),
+        ("ipvs", "tun", ("client's address is kept", "tunnel", "does not set up")),
+    ],
+)
+def test_explain_forwarding_says_what_each_method_needs_and_costs(
+    dataplane: str, forwarding: str, words: tuple[str, ...]
+) -> None:
+    from pgvip.dataplane.balancer.choice import explain_forwarding
+
+    text = explain_forwarding(dataplane, forwarding)
+    assert all(w in text for w in words), text

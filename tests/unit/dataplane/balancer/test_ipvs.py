@@ -313,9 +313,31 @@ class FakeIPVS:
         return []
 
 
+class FakeMasquerade:
+    """The one-armed NAT table, without nft (tests/integration/dataplane_ro runs the real one)."""
+
+    tables: list[set[tuple[object, int]] | None] = []
+
+    def __init__(self, nft: str | None, *, netns: str | None = None) -> None:
+        self.table: set[tuple[object, int]] | None = None
+        FakeMasquerade.tables = []
+
+    async def ensure(self, vip: object, port: int) -> bool:
+        changed = self.table != {(vip, port)}
+        self.table = {(vip, port)}
+        FakeMasquerade.tables.append(self.table)
+        return changed
+
+    async def remove(self) -> bool:
+        had, self.table = self.table is not None, None
+        FakeMasquerade.tables.append(None)
+        return had
+
+
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeIPVS:
     kernel = FakeIPVS()
+    monkeypatch.setattr("pgvip.dataplane.balancer.ipvs.IpvsMasquerade", FakeMasquerade)
 
     async def fake_open(self: IpvsLoadBalancer) -> FakeIPVS:
         return kernel
@@ -329,6 +351,7 @@ def fake_proc(tmp_path: Path) -> Path:
         "net/ipv4/ip_forward": "0",
         "net/ipv4/conf/all/send_redirects": "1",
         "net/ipv4/conf/eth0/send_redirects": "1",
+        "net/ipv4/vs/conntrack": "0",
     }.items():
         (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / key).write_text(f"{value}\n")
@@ -363,6 +386,9 @@ async def test_balancer_apply_readback_clear(fake: FakeIPVS, tmp_path: Path) -> 
     assert await lb.apply(desired) is True
     assert await lb.actual() == desired
     assert (root / "net/ipv4/ip_forward").read_text() == "1\n"
+    # One-armed NAT: IPVS connections tracked, and masqueraded by the director.
+    assert (root / "net/ipv4/vs/conntrack").read_text() == "1\n"
+    assert FakeMasquerade.tables[-1] == {(VIP, 5432)}
     fake.calls.clear()
     assert await lb.apply(desired) is False
     assert fake.calls == []
@@ -373,6 +399,8 @@ async def test_balancer_apply_readback_clear(fake: FakeIPVS, tmp_path: Path) -> 
     await lb.clear()
     assert await lb.actual() is None and fake.services == {}
     assert (root / "net/ipv4/ip_forward").read_text() == "0\n"
+    assert (root / "net/ipv4/vs/conntrack").read_text() == "0\n"
+    assert FakeMasquerade.tables[-1] is None
     await lb.clear()
     assert fake.closed >= 6
 
@@ -383,6 +411,7 @@ async def test_balancer_leaves_other_services_alone(fake: FakeIPVS, tmp_path: Pa
     lb = IpvsLoadBalancer(manage_sysctls=False)
     assert await lb.actual() is None  # no key known yet: nothing is ours
     await lb.apply(vs((B1, 1), forwarding="dr"))
+    assert FakeMasquerade.tables == [None]  # dr: no masquerade (a nat one is removed)
     await lb.clear()
     assert list(fake.services) == [("10.9.9.9", 80)]
 
