@@ -23,13 +23,18 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from tests.integration.ipvs_vm.guest_scenario import NFT_MODULES, in_netns, sh  # noqa: E402
+from tests.integration.ipvs_vm.guest_scenario import (  # noqa: E402
+    NFT_MODULES,
+    StepFailed,
+    in_netns,
+    recorded_step,
+    sh,
+)
 
 RESULT_PREFIX = "PGVIP-DAEMON-RESULT "
 PREFIX = "t-ipd-"
@@ -473,24 +478,11 @@ async def _scenario(
         results["kill9_and_release"] = out
 
 
-class StepFailed(Exception):
-    """A step failed; its traceback is already in the results."""
-
-
 async def main() -> int:
     results: dict[str, Any] = {"timings": {}, "started_at": {}, "error": None}
 
-    @contextlib.contextmanager
-    def step(name: str) -> Iterator[None]:
-        t0 = time.monotonic()
-        results["started_at"][name] = time.time()  # wall clock, as in the daemons' logs
-        try:
-            yield
-        except BaseException as exc:
-            results["error"] = {"step": name, "traceback": traceback.format_exc()}
-            raise StepFailed from exc
-        finally:
-            results["timings"][f"{name}_s"] = round(time.monotonic() - t0, 2)
+    def step(name: str) -> contextlib.AbstractContextManager[None]:
+        return recorded_step(results, name)
 
     code = 0
     try:

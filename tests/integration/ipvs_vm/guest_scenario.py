@@ -421,21 +421,30 @@ class StepFailed(Exception):
     """A step failed; its traceback is already in the results."""
 
 
+@contextlib.contextmanager
+def recorded_step(results: dict[str, Any], name: str) -> Iterator[None]:
+    """Time one step into results["timings"] (and its wall-clock start into
+    results["started_at"], if the caller keeps one); a failure's traceback goes into
+    results["error"] and is raised as StepFailed."""
+    t0 = time.monotonic()
+    if "started_at" in results:
+        results["started_at"][name] = time.time()
+    try:
+        yield
+    except BaseException as exc:
+        results["error"] = {"step": name, "traceback": traceback.format_exc()}
+        raise StepFailed from exc
+    finally:
+        results["timings"][f"{name}_s"] = round(time.monotonic() - t0, 2)
+
+
 async def main() -> int:
     started = time.monotonic()
     results: dict[str, Any] = {"timings": {}, "error": None}
     results["timings"]["python_start_s"] = round(started - _process_start(), 2)
 
-    @contextlib.contextmanager
-    def step(name: str) -> Iterator[None]:
-        t0 = time.monotonic()
-        try:
-            yield
-        except BaseException as exc:
-            results["error"] = {"step": name, "traceback": traceback.format_exc()}
-            raise StepFailed from exc
-        finally:
-            results["timings"][f"{name}_s"] = round(time.monotonic() - t0, 2)
+    def step(name: str) -> contextlib.AbstractContextManager[None]:
+        return recorded_step(results, name)
 
     try:
         t0 = time.monotonic()
