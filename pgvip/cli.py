@@ -86,8 +86,9 @@ def main() -> None:
 def check_config(config_path: str | None, **flags: Any) -> None:
     """Validate the configuration without touching the network (exit 2 if invalid)."""
     config = _load(config_path, flags)
+    ro = f", ro {config.ro.vip} vrid {config.ro.vrid}" if config.ro.vip is not None else ""
     click.echo(
-        f"pgvip: configuration OK (rw {config.rw.vip} vrid {config.rw.vrid} "
+        f"pgvip: configuration OK (rw {config.rw.vip} vrid {config.rw.vrid}{ro} "
         f"on {config.vrrp.interface})"
     )
 

@@ -59,6 +59,12 @@ class _Checker:
         rw, ro = self.v.get("rw.vip"), self.v.get("ro.vip")
         if rw is not None and ro is not None and rw.ip == ro.ip:
             self.add("ro.vip", "same address as rw.vip: the RO VIP needs an address of its own")
+        if rw is not None and ro is not None and rw.version != ro.version:
+            self.add(
+                "ro.vip",
+                f"is IPv{ro.version} but rw.vip is IPv{rw.version}: one pgvip process speaks "
+                "VRRP in one address family, so both VIPs must be of it",
+            )
         rw_vrid, ro_vrid = self.v.get("rw.vrid"), self.v.get("ro.vrid")
         if ro is not None and rw_vrid is not None and rw_vrid == ro_vrid:
             self.add("ro.vrid", "same as rw.vrid: each VIP needs its own VRRP router id")

@@ -212,8 +212,9 @@ SCHEMA: tuple[Setting, ...] = (
        check=float_range(0, 60), unit="seconds"),
     # [announce]
     _s("announce", "garp_count", "integer", 3,
-       "Gratuitous ARPs / unsolicited NAs sent on becoming MASTER (0-100).",
-       check=int_range(0, 100), hot=True),
+       "Gratuitous ARPs / unsolicited NAs sent on becoming MASTER (1-100); at least one, "
+       "or neighbours keep sending to the old holder's MAC until their ARP entry expires.",
+       check=int_range(1, 100), hot=True),
     _s("announce", "garp_interval", "number", 1.1,
        "Seconds between them; below 1.0 neighbours may ignore repeats, below 0.1 is an error.",
        check=float_range(0.1, 60), unit="seconds", hot=True),

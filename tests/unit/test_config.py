@@ -400,7 +400,7 @@ VALUE_ERRORS = [
     ("ro", 'forwarding = "masq"', "must be one of dr, nat, tun"),
     ("ro", "persistence_timeout = -5", "must be 0-86400"),
     ("ro", "poll_interval = 0", "must be > 0"),
-    ("announce", "garp_count = -1", "must be 0-100"),
+    ("announce", "garp_count = 0", "must be 1-100"),
     ("announce", "garp_interval = 0.05", "must be >= 0.1 and <= 60"),
     ("announce", "garp_refresh = -1", "must be >= 0"),
     ("notify", 'command = "  "', "must not be empty"),
@@ -431,7 +431,7 @@ def test_every_value_error_names_file_key_and_value(
 
 
 def test_fe80_host_is_fine_but_its_network_address_is_not(tmp_path: Path) -> None:
-    cfg = load(tmp_path, _with("ro", 'vip = "fe80::49/64"'))
+    cfg = load(tmp_path, cfg_text(rw={"vip": '"fe80::50/64"'}, ro={"vip": '"fe80::49/64"'}))
     assert cfg.ro.vip == ipaddress.ip_interface("fe80::49/64")
 
 
@@ -502,7 +502,9 @@ CROSS_ERRORS: list[tuple[dict[str, dict[str, str]], str]] = [
     ({"vrrp": {"unicast_src": '"2001:db8::51"', "unicast_peers": PEERS}},
      "2001:db8::51 is IPv6 but rw.vip is IPv4"),
     ({"vrrp": {"unicast_src": '"10.20.30.51"', "unicast_peers": PEERS},
-      "ro": {"vip": '"2001:db8::49"'}}, "10.20.30.52 is IPv4 but ro.vip is IPv6"),
+      "rw": {"vip": '"2001:db8::50/64"'}}, "10.20.30.52 is IPv4 but rw.vip is IPv6"),
+    ({"ro": {"vip": '"2001:db8::49/64"'}},
+     'ro.vip = "2001:db8::49/64": is IPv6 but rw.vip is IPv4: one pgvip process speaks VRRP'),
     ({"patroni": {"key_file": '"/k.pem"'}}, 'patroni.key_file = "/k.pem": needs patroni.cert_file'),
     ({"patroni": {"password_file": '"/p"'}}, "needs patroni.username"),
     ({"patroni": {"username": '"u"', "password": '"x"', "password_file": '"/p"'}}, "not both"),
@@ -536,9 +538,9 @@ def test_unicast_in_the_vip_family_is_fine(tmp_path: Path) -> None:
     assert len(cfg.vrrp.unicast_peers) == 2
 
 
-def test_mixed_families_are_fine_with_multicast(tmp_path: Path) -> None:
-    cfg = load(tmp_path, cfg_text(ro={"vip": '"2001:db8::49/64"'}))
-    assert cfg.ro.vip is not None and cfg.ro.vip.version == 6 and cfg.rw.vip.version == 4
+def test_both_vips_in_ipv6_are_fine(tmp_path: Path) -> None:
+    cfg = load(tmp_path, cfg_text(rw={"vip": '"2001:db8::50/64"'}, ro={"vip": '"2001:db8::49/64"'}))
+    assert cfg.ro.vip is not None and cfg.ro.vip.version == 6 and cfg.rw.vip.version == 6
 
 
 @pytest.mark.parametrize(
