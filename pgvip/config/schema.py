@@ -180,7 +180,10 @@ SCHEMA: tuple[Setting, ...] = (
     _s("ro", "fall", "integer", 2, "Consecutive bad probes before a backend is removed.",
        check=_COUNT),
     _s("ro", "drain_timeout", "number", 10.0,
-       "Seconds a removed backend keeps its established connections.",
+       "Seconds a backend that leaves rotation keeps its established connections at weight 0 "
+       "(no new ones); then it is removed and what is left of them is ended with a reset, so "
+       "clients reconnect at once (IPVS: expire_nodest_conn = 1; nftables: their conntrack "
+       "entries are deleted). 0 = removed and ended at once.",
        check=float_range(0, 3600), unit="seconds"),
     _s("ro", "fallback", "string", "primary",
        "With no healthy replica: send RO traffic to the primary, or none.",

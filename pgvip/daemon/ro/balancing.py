@@ -54,6 +54,7 @@ class BalancerDriver:
         self.clear_errors = 0
         self.last_apply_error: str | None = None
         self.last_apply_at: float | None = None  # wall clock
+        self._cut = 0  # the balancer's count of connections ended after a drain, last seen
 
     @property
     def name(self) -> str:
@@ -93,6 +94,14 @@ class BalancerDriver:
         self.last_apply_at = time.time()
         self.applied_at_mono = self._clock()
         previous, self.applied = self.applied, desired
+        cut = getattr(self.balancer, "cut", 0)  # nftables counts them; IPVS expires its own
+        if cut > self._cut:
+            self._log.info(
+                "RO: ended the remaining connections of backends whose drain is over",
+                connections=cut - self._cut,
+                dataplane=self.name,
+            )
+            self._cut = cut
         if desired != previous:
             self._log.info(
                 "RO backends applied",

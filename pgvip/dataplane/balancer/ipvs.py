@@ -119,6 +119,12 @@ async def execute(ipvs: AsyncIPVS, ops: Iterable[Op]) -> None:
             raise LoadBalancerError(f"IPVS {_describe(op)} failed: {reason}{hint}") from exc
 
 
+# A dest deleted after ro.drain_timeout: with the kernel's default 0, IPVS silently drops the
+# packets of its remaining connections (the client hangs until its TCP timeout); with 1 it
+# expires each one at its next packet, so the client gets a reset and reconnects at once.
+DRAIN_SYSCTL = {"net/ipv4/vs/expire_nodest_conn": "1"}
+
+
 class IpvsLoadBalancer:
     """LoadBalancer over one IPVS virtual service, optionally inside `netns`.
 
@@ -200,9 +206,12 @@ class IpvsLoadBalancer:
         nat = desired.forwarding == "nat"
         ipvs = await self._open()  # first: it loads ip_vs, which brings net/ipv4/vs/conntrack
         try:
-            if self.manage_sysctls and nat:
-                wanted = forwarding_sysctls(self.interface, desired.vip.version)
-                changed = await self.sysctls.ensure(wanted | CONNTRACK_SYSCTL)
+            if self.manage_sysctls:
+                wanted = dict(DRAIN_SYSCTL)
+                if nat:
+                    wanted |= forwarding_sysctls(self.interface, desired.vip.version)
+                    wanted |= CONNTRACK_SYSCTL
+                changed = await self.sysctls.ensure(wanted)
             if nat:
                 changed = await self.masquerade.ensure(desired.vip, desired.port) or changed
             else:

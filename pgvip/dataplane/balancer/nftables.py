@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from pgvip.dataplane.balancer import IPAddress, LoadBalancerError, VirtualService
+from pgvip.dataplane.balancer.conntrack_cut import cut_connections
 from pgvip.dataplane.balancer.nft_readback import parse_table
 from pgvip.dataplane.balancer.nft_ruleset import TABLE, build_document, check, normalise
 from pgvip.dataplane.command import run_command
@@ -42,6 +43,11 @@ class NftablesLoadBalancer:
     With `manage_sysctls`, apply() enables forwarding and clear() restores each sysctl it
     changed, unless someone changed it again since: a node that is no longer the director
     should not stay a router by accident.
+
+    Draining: a weight-0 backend has no slot (no new connections; established ones keep their
+    conntrack binding). When a backend then leaves the desired set altogether (pgvip does that
+    after `ro.drain_timeout`), apply() ends its remaining connections (`conntrack_cut`), as
+    IPVS does with expire_nodest_conn. It remembers what it was last asked for to know.
     """
 
     name: ClassVar[str] = "nftables"
@@ -61,6 +67,8 @@ class NftablesLoadBalancer:
         self.nft = nft or find_nft() or "nft"
         self.manage_sysctls = manage_sysctls
         self.sysctls = SysctlKeeper(netns=netns, proc_root=proc_root)
+        self._asked: VirtualService | None = None  # the last desired state, weight 0 included
+        self.cut = 0  # connections ended because their backend left after its drain
 
     @classmethod
     def check(cls, scheduler: str, forwarding: str, persistence_timeout: int) -> None:
@@ -75,10 +83,22 @@ class NftablesLoadBalancer:
             current = await self.actual()
         except LoadBalancerError:
             current = None  # a foreign or damaged table: replace it whole
-        if current == want:
-            return changed
-        await self._nft(["-j", "-f", "-"], stdin=json.dumps(build_document(want)))
-        return True
+        if current != want:
+            await self._nft(["-j", "-f", "-"], stdin=json.dumps(build_document(want)))
+            changed = True
+        left = self._departed(desired)
+        if left:  # after the table: no new connection can reach them any more
+            self.cut += await cut_connections(want.vip, want.port, left, netns=self.netns)
+        self._asked = desired  # only now: a failed cut is retried by the next apply
+        return changed
+
+    def _departed(self, desired: VirtualService) -> set[tuple[IPAddress, int]]:
+        """Backends of the previous desired state (draining ones too) that `desired` lacks."""
+        before = self._asked
+        if before is None or (before.vip, before.port) != (desired.vip, desired.port):
+            return set()
+        keep = {(rs.address, rs.port) for rs in desired.backends}
+        return {(rs.address, rs.port) for rs in before.backends} - keep
 
     async def actual(self) -> VirtualService | None:
         tables = json.loads(await self._nft(["-j", "list", "tables"]))
@@ -97,6 +117,7 @@ class NftablesLoadBalancer:
         return parse_table(json.loads(listing))
 
     async def clear(self) -> None:
+        self._asked = None
         await self._nft(["-j", "-f", "-"], stdin=json.dumps(build_document(None)))
         await self.sysctls.restore()
 

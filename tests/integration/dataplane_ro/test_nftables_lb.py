@@ -243,3 +243,51 @@ async def test_ipvs_one_armed_nat_masquerade_table(ro_lab: RoLab) -> None:
     with pytest.raises(LoadBalancerError, match="needs the 'nft' command"):
         await IpvsMasquerade(None).ensure(VIP4, PORT)
     assert await IpvsMasquerade(None).current() is None
+
+
+async def test_drain_keeps_established_connections_until_the_backend_leaves(
+    ro_lab: RoLab, lb: NftablesLoadBalancer
+) -> None:
+    """ro.drain_timeout on nftables: at weight 0 a backend's established connection flows on
+    while new ones go elsewhere; when the backend leaves the set (after the drain), its
+    connection is ended (a reset, so the client reconnects), not kept for days."""
+    echo_port = PORT + 1
+    spawn = functools.partial(
+        subprocess.Popen, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    server = spawn(["ip", "netns", "exec", ro_lab.ns("b2"), sys.executable, "-c", ECHO_SERVER,
+                    str(echo_port)])  # fmt: skip
+    client = None
+    b1, b2 = RealServer(ro_lab.v4("b1"), PORT, 1), RealServer(ro_lab.v4("b2"), echo_port, 1)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        await lb.apply(VirtualService(VIP4, PORT, (b2,)))
+        client = spawn(["ip", "netns", "exec", ro_lab.ns("cli"), sys.executable, "-c",
+                        HOLDING_CLIENT, str(VIP4), str(PORT)])  # fmt: skip
+        assert client.stdin is not None and client.stdout is not None
+        assert client.stdout.readline().strip() == "open"
+
+        def echo(word: str) -> str:
+            assert client is not None and client.stdin is not None and client.stdout is not None
+            client.stdin.write(word + "\n")
+            client.stdin.flush()
+            return client.stdout.readline().strip()
+
+        assert echo("serving") == "serving"
+        await lb.apply(VirtualService(VIP4, PORT, (b1, RealServer(b2.address, echo_port, 0))))
+        assert echo("draining") == "draining"  # established: flows on at weight 0
+        assert ro_lab.connect("cli", VIP4, 6) == {"b1": 6}  # new: elsewhere
+        assert lb.cut == 0
+        await lb.apply(VirtualService(VIP4, PORT, (b1,)))  # the drain is over: b2 leaves
+        assert lb.cut == 1
+        started = time.monotonic()
+        assert echo("after") in ("error:ConnectionResetError", "closed")
+        assert time.monotonic() - started < 2.5  # a reset, not the client's 3 s timeout
+        assert ro_lab.connect("cli", VIP4, 4) == {"b1": 4}
+        await lb.apply(VirtualService(VIP4, PORT, (b1,)))
+        assert lb.cut == 1  # only a departure cuts, not every apply
+    finally:
+        for proc in (client, server):
+            if proc is not None:
+                proc.kill()  # by PID: our own children
+                proc.communicate(timeout=10)

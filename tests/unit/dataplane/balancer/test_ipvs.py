@@ -352,6 +352,7 @@ def fake_proc(tmp_path: Path) -> Path:
         "net/ipv4/conf/all/send_redirects": "1",
         "net/ipv4/conf/eth0/send_redirects": "1",
         "net/ipv4/vs/conntrack": "0",
+        "net/ipv4/vs/expire_nodest_conn": "0",
     }.items():
         (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / key).write_text(f"{value}\n")
@@ -389,6 +390,8 @@ async def test_balancer_apply_readback_clear(fake: FakeIPVS, tmp_path: Path) -> 
     # One-armed NAT: IPVS connections tracked, and masqueraded by the director.
     assert (root / "net/ipv4/vs/conntrack").read_text() == "1\n"
     assert FakeMasquerade.tables[-1] == {(VIP, 5432)}
+    # A dest deleted after its drain: its connections get a reset, not a black hole.
+    assert (root / "net/ipv4/vs/expire_nodest_conn").read_text() == "1\n"
     fake.calls.clear()
     assert await lb.apply(desired) is False
     assert fake.calls == []
@@ -400,6 +403,7 @@ async def test_balancer_apply_readback_clear(fake: FakeIPVS, tmp_path: Path) -> 
     assert await lb.actual() is None and fake.services == {}
     assert (root / "net/ipv4/ip_forward").read_text() == "0\n"
     assert (root / "net/ipv4/vs/conntrack").read_text() == "0\n"
+    assert (root / "net/ipv4/vs/expire_nodest_conn").read_text() == "0\n"
     assert FakeMasquerade.tables[-1] is None
     await lb.clear()
     assert fake.closed >= 6
