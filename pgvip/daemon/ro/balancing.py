@@ -48,6 +48,7 @@ class BalancerDriver:
         self.applied: VirtualService | None = None  # the last service applied successfully
         self.applied_at_mono: float | None = None
         self.apply_failed = False  # the last apply raised; kept across terms until one works
+        self.cleared = False  # the last operation was a successful clear: the balancer is empty
         self.applies = 0
         self.apply_errors = 0
         self.clears = 0
@@ -75,6 +76,7 @@ class BalancerDriver:
         except Exception as exc:
             self.apply_errors += 1
             self.apply_failed = True
+            self.cleared = False  # it may have got halfway
             self.last_apply_error = f"{type(exc).__name__}: {exc}"
             decision = self._throttle.observe("error", self.last_apply_error)
             if decision.log:
@@ -89,6 +91,7 @@ class BalancerDriver:
             self._log.info("RO balancer applied again", dataplane=self.name)
             self._throttle.observe("ok", "")
         self.applies += 1
+        self.cleared = False
         self.apply_failed = False
         self.last_apply_error = None
         self.last_apply_at = time.time()
@@ -132,6 +135,7 @@ class BalancerDriver:
             )
             return False
         self.clears += 1
+        self.cleared = True
         self.applied = None
         self.applied_at_mono = None
         return True

@@ -91,15 +91,14 @@ class Director:
         self._clock = clock
         self._reconcile_interval = reconcile_interval
         self.dataplane_reason = dataplane_reason  # from choose_dataplane, for the status API
-        if config.probe_sql:
-            self._sql_probe: SqlProbe | None = sql_probe or psycopg_probe
-        else:
-            self._sql_probe = None
-        # Only "dr" real servers need the VIP on lo; "tun" needs a tunnel device (not automated).
-        self._lo: LoVip | None = None
-        if config.forwarding == "dr":
-            hooks = real_server or LoopbackRealServer(interface=interface, netns=netns)
-            self._lo = LoVip(hooks, self.vip, log=log)
+        self._sql_probe: SqlProbe | None = (
+            (sql_probe or psycopg_probe) if config.probe_sql else None
+        )
+        # Only "dr" real servers need the VIP on lo ("tun" needs a tunnel device, not
+        # automated); otherwise a lo VIP of ours (a "dr" config before a reload) is taken off.
+        hooks = real_server or LoopbackRealServer(interface=interface, netns=netns)
+        self._lo = LoVip(hooks, self.vip, log=log)
+        self._dr = config.forwarding == "dr"
 
         self.policy = self._new_policy()
         self._master = False  # the RO instance is MASTER: the input that (de)activates us
@@ -196,8 +195,8 @@ class Director:
         self._enter(DirectorInput.STOP, "shutdown", "RO director stopped")
         self.deactivate()
         self._wake.set()
-        async with self._lock:
-            if previous in HOLDS_SERVICE:
+        async with self._lock:  # a standby cycle may be clearing: once is enough
+            if previous in HOLDS_SERVICE and not self._driver.cleared:
                 await self._clear("shutdown")
 
     def status(self) -> DirectorStatus:
@@ -271,7 +270,7 @@ class Director:
             )
             if self._warmup_left == 0:
                 self._enter(DirectorInput.WARMED, "rise 1: no warm-up", "RO director warmed up")
-        if self._lo is not None and self._lo.on_lo is not False:
+        if self._lo.on_lo is not False:
             await self._lo.take_off()
         self.cycles += 1
         self._fast_next = False
@@ -319,8 +318,9 @@ class Director:
             async with self._lock:
                 if not self._master:
                     await self._clear(why)
-        if self._lo is not None and not self._master:
-            await self._lo.put_on()
+        if not self._master:
+            why = f"ro.forwarding is {self.config.forwarding}, not dr"
+            await (self._lo.put_on() if self._dr else self._lo.take_off(once=True, why=why))
 
     # -- /cluster and probes -------------------------------------------------------------
 

@@ -55,7 +55,10 @@ class LoVip:
         if added:
             self._log.info("RO VIP on lo: DR real server of the director", vip=str(self.vip))
 
-    async def take_off(self) -> None:
+    async def take_off(self, *, once: bool = False, why: str = "this node directs") -> None:
+        """Remove the VIP from lo; `once`: only if not known to be off already."""
+        if once and self.on_lo is False:
+            return
         try:
             removed = await self._hooks.teardown(self.vip)
         except Exception as exc:
@@ -64,4 +67,4 @@ class LoVip:
             return
         self.on_lo = False
         if removed:
-            self._log.info("RO VIP removed from lo: this node directs", vip=str(self.vip))
+            self._log.info(f"RO VIP removed from lo: {why}", vip=str(self.vip))

@@ -240,5 +240,6 @@ class IpvsLoadBalancer:
                 await execute(ipvs, plan(current, None))
         finally:
             ipvs.close()
-        await self.masquerade.remove()
+        # Quickest first (a shutdown has a budget): /proc writes, then the nft command.
         await self.sysctls.restore()
+        await self.masquerade.remove()

@@ -71,6 +71,7 @@ class FakeBalancer:
         self.clears = 0
         self.fail: str | None = None  # raise LoadBalancerError with this text
         self.delay = 0.0
+        self.clear_delay = 0.0
         self.calls: list[str] = []
 
     async def apply(self, desired: VirtualService) -> bool:
@@ -89,6 +90,8 @@ class FakeBalancer:
 
     async def clear(self) -> None:
         self.calls.append("clear")
+        if self.clear_delay:
+            await asyncio.sleep(self.clear_delay)
         if self.fail:
             raise LoadBalancerError(self.fail)
         self.clears += 1

@@ -458,6 +458,26 @@ async def test_stop_waits_for_an_apply_then_clears(
     assert rig.lb.current is None and not rig.director.active
 
 
+async def test_stop_after_the_standby_cycle_cleared_does_not_clear_again(
+    cluster: Cluster,  # noqa: F811
+    client: PatroniClient,
+) -> None:
+    """SIGTERM releases the RO instance first, so its standby cycle clears; stop() then waits
+    for that clear instead of doing a second one inside its shutdown budget."""
+    rig = Rig(client)
+    await rig.become_director()
+    before = rig.lb.clears
+    rig.lb.clear_delay = 0.2
+    rig.director.on_transition(FROM_MASTER)
+    step = asyncio.create_task(rig.step())
+    while rig.lb.calls[-1:] != ["clear"]:
+        await asyncio.sleep(0.01)
+    await rig.director.stop()  # while the standby cycle's clear is under way
+    await step
+    assert rig.lb.clears == before + 1 and rig.lb.current is None
+    assert rig.director.phase.value == "stopped"
+
+
 # -- the run loop on the real clock ----------------------------------------------------------
 
 
@@ -560,16 +580,23 @@ async def test_dr_puts_the_vip_on_lo_except_while_directing(
     assert "RO VIP on lo: DR real server of the director" in rig.log.events("info")
 
 
-async def test_nat_never_touches_lo(
+async def test_nat_takes_a_dr_leftover_off_lo_once_then_leaves_lo_alone(
     cluster: Cluster,  # noqa: F811
     client: PatroniClient,
 ) -> None:
+    """A reload from "dr" to "nat" builds a new director; the old one's VIP on lo would make
+    this node answer its own RO clients itself. It goes at the first standby cycle."""
     hooks = FakeRealServer()
+    hooks.on_lo = True  # what the "dr" config left
     rig = Rig(client, real_server=hooks)
+    await rig.step()
+    assert hooks.calls == [("teardown", VIP)] and not hooks.on_lo
+    assert "RO VIP removed from lo: ro.forwarding is nat, not dr" in rig.log.events("info")
     await rig.become_director()
     rig.director.on_transition(FROM_MASTER)
     await rig.step()
-    assert hooks.calls == []
+    await rig.step(5.0)
+    assert hooks.calls == [("teardown", VIP)]  # never again
 
 
 # -- the SQL probe ---------------------------------------------------------------------------
