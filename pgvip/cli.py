@@ -85,12 +85,27 @@ def main() -> None:
 @config_options
 def check_config(config_path: str | None, **flags: Any) -> None:
     """Validate the configuration without touching the network (exit 2 if invalid)."""
-    config = _load(config_path, flags)
+    config = _load_buildable(config_path, flags)
     ro = f", ro {config.ro.vip} vrid {config.ro.vrid}" if config.ro.vip is not None else ""
     click.echo(
         f"pgvip: configuration OK (rw {config.rw.vip} vrid {config.rw.vrid}{ro} "
         f"on {config.vrrp.interface})"
     )
+
+
+def _load_buildable(config_path: str | None, flags: dict[str, Any]) -> Any:
+    """`_load`, then what `run` builds from the config alone (pgvip.daemon.blueprint): both
+    check-config and run stop here, with the same message and exit status."""
+    from pgvip.config import ConfigError
+    from pgvip.daemon.blueprint import check_buildable
+
+    config = _load(config_path, flags)
+    try:
+        check_buildable(config)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_USAGE)
+    return config
 
 
 @main.command()
@@ -107,7 +122,7 @@ def run(config_path: str | None, **flags: Any) -> None:
     from pgvip import log as pgvip_log
     from pgvip.dataplane.privileges import check_capabilities, interface_exists
 
-    config = _load(config_path, flags)
+    config = _load_buildable(config_path, flags)
     pgvip_log.configure(config.log.format, config.log.level)
     if not interface_exists(config.vrrp.interface):
         import socket

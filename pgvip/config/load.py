@@ -83,12 +83,11 @@ class _Checker:
         dupes = sorted({str(p) for p in peers if peers.count(p) > 1})
         if dupes:
             self.add("vrrp.unicast_peers", f"lists {', '.join(dupes)} more than once")
-        if not peers:
-            return
         for vip_key in ("rw.vip", "ro.vip"):
             vip = self.v.get(vip_key)
             if vip is None:
                 continue
+            # unicast_src alone (no peers) is still the adverts' source: the VIPs' family too.
             for key, addrs in (("vrrp.unicast_src", (src,)), ("vrrp.unicast_peers", peers)):
                 wrong = [a for a in addrs if a is not None and a.version != vip.version]
                 if wrong:

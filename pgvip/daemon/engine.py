@@ -19,9 +19,15 @@ from typing import TYPE_CHECKING
 
 from pgvip.config import Config, PatroniConfig, read_password_file, without_hot_keys
 from pgvip.daemon import resign_record
+from pgvip.daemon.blueprint import (
+    announce_settings,
+    check_buildable,
+    eligibility_policy,
+    instance_config,
+)
 from pgvip.daemon.cadence import Cadence
 from pgvip.daemon.guard_keeper import keep_guard
-from pgvip.daemon.instance_runner import AnnounceSettings, InstanceRunner
+from pgvip.daemon.instance_runner import InstanceRunner
 from pgvip.daemon.notify import Notifier
 from pgvip.daemon.patroni_watch import FastPolling, PatroniWatch
 from pgvip.daemon.reconciler import Reconciler
@@ -39,7 +45,6 @@ from pgvip.patroni.client import PatroniClient
 from pgvip.policy.eligibility import EligibilityPolicy
 from pgvip.vrrp.events import PriorityChanged
 from pgvip.vrrp.instance import State, VrrpInstance
-from pgvip.vrrp.instance_config import InstanceConfig
 
 if TYPE_CHECKING:
     from pgvip.status import RoInfo
@@ -82,16 +87,6 @@ def _shutdown_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _eligibility_policy(cfg: Config) -> EligibilityPolicy:
-    return EligibilityPolicy(
-        cfg.patroni.rise,
-        cfg.patroni.fall,
-        cfg.patroni.grace,
-        failsafe_keep=cfg.patroni.failsafe_keep,
-        failsafe_max=cfg.patroni.failsafe_max,
-    )
-
-
 def _fast_polling(cfg: Config, runner: InstanceRunner) -> FastPolling:
     instance, gate = runner.instance, runner.link_gate
     return FastPolling(
@@ -100,11 +95,6 @@ def _fast_polling(cfg: Config, runner: InstanceRunner) -> FastPolling:
         interval=cfg.patroni.fast_poll_interval,
         window=cfg.patroni.fast_poll_window,
     )
-
-
-def _announce_settings(cfg: Config) -> AnnounceSettings:
-    a = cfg.announce
-    return AnnounceSettings(a.garp_count, a.garp_interval, a.garp_refresh)
 
 
 class Engine:
@@ -124,7 +114,8 @@ class Engine:
         self._stack = contextlib.AsyncExitStack()
         self._channel: VrrpChannel | None = None
         self._notifier: Notifier | None = None
-        self._announce = _announce_settings(config)
+        check_buildable(config)  # what check-config checks: the same message, first
+        self._announce = announce_settings(config)
         self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
     @property
@@ -202,7 +193,7 @@ class Engine:
         runner = self._runner("rw", cfg.rw.vrid, cfg.rw.priority, vip)
         watch = PatroniWatch(
             self.client,
-            _eligibility_policy(cfg),
+            eligibility_policy(cfg),
             poll=self.client.primary,
             interval=cfg.patroni.poll_interval,
             feed=runner.feed,
@@ -261,19 +252,9 @@ class Engine:
     def _runner(self, name: str, vrid: int, priority: int, vip: VipInterface) -> InstanceRunner:
         cfg = self.config
         assert self._channel is not None and self._notifier is not None
-        instance = VrrpInstance(
-            InstanceConfig(
-                name=name,
-                vrid=vrid,
-                priority=priority,
-                advert_int=cfg.vrrp.advert_int,
-                vips=(vip,),
-                primary_address=self.source,
-                preempt=cfg.vrrp.preempt,
-                preempt_delay=cfg.vrrp.preempt_delay,
-            ),
-            time.monotonic(),
-        )
+        config = instance_config(cfg, name, vrid, priority, self.source)
+        assert config.vips == (vip,)
+        instance = VrrpInstance(config, time.monotonic())
         runner = InstanceRunner(
             name,
             instance,
@@ -298,7 +279,7 @@ class Engine:
             return False
         old, self.config = self.config, new
         self._notifier = Notifier(new.notify.command, new.notify.timeout, self.log)
-        self._announce = _announce_settings(new)
+        self._announce = announce_settings(new)
         for runner in self._runners:
             runner.retune(self._announce, self._notifier)
         if self.rw is None:
@@ -307,7 +288,7 @@ class Engine:
             self.rw.runner.feed(PriorityChanged(new.rw.priority, "reload"))
         if new.patroni != old.patroni:
             self.rw.watch.retune(
-                _eligibility_policy(new),
+                eligibility_policy(new),
                 new.patroni.poll_interval,
                 _fast_polling(new, self.rw.runner),
             )

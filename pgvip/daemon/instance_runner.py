@@ -39,7 +39,13 @@ VipInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 class AnnounceSettings:
     count: int
     interval: float
-    refresh: float
+    refresh: float  # 0 = off
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError(f"garp_count must be at least 1, got {self.count}")
+        if self.interval < 0 or self.refresh < 0:
+            raise ValueError(f"garp_interval and garp_refresh must be >= 0, got {self}")
 
 
 @dataclass(frozen=True)

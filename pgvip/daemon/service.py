@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pgvip.config import Config, ConfigError
+from pgvip.daemon.blueprint import check_buildable
 from pgvip.daemon.engine import Engine
 from pgvip.daemon.reconciler import VIP_RECONCILE_INTERVAL
 from pgvip.daemon.ro.director import DirectorError
@@ -177,6 +178,7 @@ class Daemon:
         self.sd.reloading()
         try:
             new = self._reload()
+            check_buildable(new)  # refused here, not halfway through a rebuild
         except ConfigError as exc:
             self.log.error(
                 "reload refused: invalid config; keeping the running one", problems=str(exc)

@@ -501,6 +501,7 @@ CROSS_ERRORS: list[tuple[dict[str, dict[str, str]], str]] = [
      "lists 10.20.30.52 more than once"),
     ({"vrrp": {"unicast_src": '"2001:db8::51"', "unicast_peers": PEERS}},
      "2001:db8::51 is IPv6 but rw.vip is IPv4"),
+    ({"vrrp": {"unicast_src": '"2001:db8::51"'}}, "2001:db8::51 is IPv6 but rw.vip is IPv4"),
     ({"vrrp": {"unicast_src": '"10.20.30.51"', "unicast_peers": PEERS},
       "rw": {"vip": '"2001:db8::50/64"'}}, "10.20.30.52 is IPv4 but rw.vip is IPv6"),
     ({"ro": {"vip": '"2001:db8::49/64"'}},

@@ -1,7 +1,8 @@
 """The guest half of the daemon-on-IPVS test: real `pgvip run` processes, one per node, on one
 flat LAN inside the qemu guest (Debian 6.1, real IPVS), with the stock RO settings
-(dataplane auto, forwarding nat, scheduler rr). Prints one JSON line of what it saw; the host
-test (test_ipvs_daemon.py) asserts each item.
+(dataplane auto, forwarding nat, scheduler rr), then each other scheduler and forwarding
+method (a SIGHUP each) and IPv6 VIPs. Prints one JSON line of what it saw; the host
+test (test_daemon_on_ipvs.py) asserts each item.
 
 Topology: namespaces n1, n2, n3 (the nodes) and cli (a client) on bridge br0 in `sw`, subnet
 10.79.0.0/24, no router at all: the flat LAN of issue 13. This process plays everything that is
@@ -39,10 +40,22 @@ from tests.integration.ipvs_vm.guest_scenario import (  # noqa: E402
 RESULT_PREFIX = "PGVIP-DAEMON-RESULT "
 PREFIX = "t-ipd-"
 NODES = {"n1": "10.79.0.11", "n2": "10.79.0.12", "n3": "10.79.0.13"}
-CLIENT = "10.79.0.20"
+NODES6 = {name: f"fd00:79::{11 + i}" for i, name in enumerate(NODES)}
+CLIENT, CLIENT6 = "10.79.0.20", "fd00:79::20"
 RW_VIP, RO_VIP = "10.79.0.50", "10.79.0.49"
+RW_VIP6, RO_VIP6 = "fd00:79::50", "fd00:79::49"
 PORT, API_PORT, STATUS_PORT = 5432, 8008, 8010
-MODULES = ("ip_vs", "ip_vs_rr", "veth", "bridge", *NFT_MODULES, "nft_fib_inet", "nft_reject_inet")
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "sh", "mh")
+MODULES = (
+    "ip_vs", *(f"ip_vs_{s}" for s in SCHEDULERS), "ipip", "veth", "bridge", *NFT_MODULES,
+    "nft_fib_inet", "nft_reject_inet",
+)  # fmt: skip
+# Every (scheduler, forwarding) the config accepts beyond the stock rr/nat, each applied by a
+# SIGHUP that rebuilds the engine of all three daemons; ipvsadm's name for each method.
+VARIANTS = (*((s, "nat") for s in SCHEDULERS[1:]), ("rr", "dr"), ("rr", "tun"))
+METHOD = {"nat": "Masq", "dr": "Route", "tun": "Tunnel"}
+WEIGHTS = {"n2": 3, "n3": 1}  # pgvip_weight tags during the variants
+VARIANT_CONNECTIONS = 200
 WORK = Path("/tmp/pgvip-daemon")
 WAIT = 90.0  # seconds for anything to settle; Python under TCG is 13-25x slower
 CONNECTIONS = 1000
@@ -64,6 +77,8 @@ class Cluster:
     def __init__(self) -> None:
         self.leader = "n1"
         self.pg_up = dict.fromkeys(NODES, True)
+        self.family = 4  # which of its addresses each member reports as its host
+        self.weights: dict[str, int] = {}  # pgvip_weight tags
         self.servers: dict[str, list[asyncio.Server]] = {n: [] for n in NODES}
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
@@ -78,10 +93,11 @@ class Cluster:
             "name": name,
             "role": "leader" if leader else "replica",
             "state": ("running" if leader else "streaming") if self.pg_up[name] else "stopped",
-            "host": NODES[name],
+            "host": (NODES if self.family == 4 else NODES6)[name],
             "port": PORT,
             "api_url": f"http://{NODES[name]}:{API_PORT}/patroni",
             "timeline": 1,
+            **({"tags": {"pgvip_weight": self.weights[name]}} if name in self.weights else {}),
             **({} if leader else {"lag": 0}),
         }
 
@@ -132,9 +148,10 @@ class Cluster:
             writer.close()
 
         with in_netns(ns(name)):
-            sock = socket.socket()
+            sock = socket.socket(socket.AF_INET6)  # dual-stack: IPv4 and IPv6 clients
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("0.0.0.0", PORT))
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", PORT))
         self.servers[name].append(await asyncio.start_server(handle, sock=sock, backlog=256))
         self.pg_up[name] = True
 
@@ -157,23 +174,35 @@ def build_lan() -> None:
     switch = ["link set lo up", "link add br0 type bridge", "link set br0 up"]
     for h in hosts:
         switch += [f"link set p-{h} master br0", f"link set p-{h} up"]
-        address = CLIENT if h == "cli" else NODES[h]
-        sh("ip", "-n", ns(h), "-b", "-",
-           stdin=f"link set lo up\naddr add {address}/24 dev lan\nlink set lan up\n")  # fmt: skip
+        address, address6 = (CLIENT, CLIENT6) if h == "cli" else (NODES[h], NODES6[h])
+        sh("ip", "-n", ns(h), "-b", "-", stdin=(
+            f"link set lo up\naddr add {address}/24 dev lan\n"
+            f"addr add {address6}/64 dev lan nodad\nlink set lan up\n"
+        ))  # fmt: skip
     sh("ip", "-n", ns("sw"), "-b", "-", stdin="\n".join(switch) + "\n")
 
 
-def config(name: str) -> Path:
-    """The node's config: the stock settings, only what a deployment must say is set."""
+def config(name: str, *, v6: bool = False, **ro: str) -> Path:
+    """The node's config: the stock settings, only what a deployment must say is set, plus
+    `ro` keys; `v6`: both VIPs IPv6."""
     path = WORK / f"{name}.toml"
+    rw_vip, ro_vip = (f"{RW_VIP6}/64", f"{RO_VIP6}/64") if v6 else (f"{RW_VIP}/24", f"{RO_VIP}/24")
     path.write_text(
         f'[patroni]\nurl = "http://127.0.0.1:{API_PORT}"\n'
         '[vrrp]\ninterface = "lan"\n'
-        f'[rw]\nvip = "{RW_VIP}/24"\nvrid = 50\n'
-        f'[ro]\nvip = "{RO_VIP}/24"\nvrid = 49\n'
-        '[log]\nformat = "json"\nlevel = "info"\n'
+        f'[rw]\nvip = "{rw_vip}"\nvrid = 50\n'
+        f'[ro]\nvip = "{ro_vip}"\nvrid = 49\n'
+        + "".join(f'{key} = "{value}"\n' for key, value in ro.items())
+        + '[log]\nformat = "json"\nlevel = "info"\n'
     )
     return path
+
+
+def reload_all(procs: dict[str, subprocess.Popen[bytes]], *, v6: bool = False, **ro: str) -> None:
+    """A new config on every node, then SIGHUP: each daemon rebuilds its engine."""
+    for name in NODES:
+        config(name, v6=v6, **ro)
+        procs[name].send_signal(signal.SIGHUP)
 
 
 def pgvip(*args: str, name: str) -> list[str]:
@@ -196,22 +225,31 @@ def holders(vip: str) -> list[str]:
     return found
 
 
+def ipvs_table(name: str) -> tuple[list[tuple[str, str]], list[tuple[str, str, int]]]:
+    """The node's IPVS services [(address, scheduler)] and dests [(address, method, weight)],
+    from `ipvsadm -Ln` ("TCP  [fd00:79::49]:5432 rr", "  -> 10.79.0.12:5432  Masq  1  0  0")."""
+    services, dests = [], []
+    for line in sh("ip", "netns", "exec", ns(name), "ipvsadm", "-Ln").splitlines():
+        words = line.split()
+        if len(words) < 3 or words[1] == "RemoteAddress:Port":
+            continue
+        address = words[1].rsplit(":", 1)[0].strip("[]")
+        if words[0] == "TCP":
+            services.append((address, words[2]))
+        elif words[0] == "->":
+            dests.append((address, words[2], int(words[3])))
+    return services, dests
+
+
 def ipvs_dests(name: str, *, live: bool = False) -> list[str]:
     """The dests of the node's IPVS services (`live`: only those with weight > 0)."""
-    out = sh("ip", "netns", "exec", ns(name), "ipvsadm", "-Ln")
-    found = []
-    for line in out.splitlines():
-        words = line.split()
-        is_dest = words[:1] == ["->"] and words[1] != "RemoteAddress:Port"
-        if is_dest and (not live or int(words[3]) > 0):
-            found.append(words[1].split(":")[0])
-    return sorted(found)
+    return sorted(a for a, _m, weight in ipvs_table(name)[1] if not live or weight > 0)
 
 
 def node_state(name: str) -> dict[str, Any]:
     """What pgvip left in a node's namespace: IPVS, nft tables, VIPs, sysctls."""
     with in_netns(ns(name)):
-        keys = ("net/ipv4/ip_forward", "net/ipv4/vs/conntrack")
+        keys = ("net/ipv4/ip_forward", "net/ipv4/vs/conntrack", "net/ipv4/vs/expire_nodest_conn")
         sysctls = {k: Path(f"/proc/sys/{k}").read_text().strip() for k in keys}
     tables = sh("ip", "netns", "exec", ns(name), "nft", "list", "tables").split("\n")
     return {
@@ -246,7 +284,7 @@ async def connect(vip: str, timeout: float = 1.0) -> str:
     """One connection from the client: the name of who answered, or the failure's kind."""
     loop = asyncio.get_running_loop()
     with in_netns(ns("cli")):
-        sock = socket.socket()
+        sock = socket.socket(socket.AF_INET6 if ":" in vip else socket.AF_INET)
     sock.setblocking(False)
     try:
         async with asyncio.timeout(timeout):
@@ -328,8 +366,8 @@ async def wait_until(what: str, check: Callable[[], Any], timeout: float = WAIT)
         await asyncio.sleep(0.1)
 
 
-def director() -> str | None:
-    found = holders(RO_VIP)
+def director(vip: str = RO_VIP) -> str | None:
+    found = holders(vip)
     return found[0] if len(found) == 1 else None
 
 
@@ -337,6 +375,56 @@ def directs(name: str, *members: str) -> bool:
     """`name` holds the RO VIP and `members` are exactly the dests with weight > 0."""
     want = sorted(NODES[m] for m in members)
     return holders(RO_VIP) == [name] and ipvs_dests(name, live=True) == want
+
+
+def programmed(scheduler: str, forwarding: str, *, v6: bool = False) -> bool:
+    """One node holds the RO VIP and has exactly its service, with `scheduler`, forwarding
+    to both replicas by `forwarding`."""
+    vip, hosts = (RO_VIP6, NODES6) if v6 else (RO_VIP, NODES)
+    name = director(vip)
+    if name is None:
+        return False
+    services, dests = ipvs_table(name)
+    live = sorted((a, m) for a, m, weight in dests if weight > 0)
+    want = sorted((hosts[m], METHOD[forwarding]) for m in ("n2", "n3"))
+    return services == [(vip, scheduler)] and live == want
+
+
+def tunnel_real_servers(up: bool) -> None:
+    """What an operator sets up for "tun" on every node (pgvip does not): the RO VIP on the
+    IPIP fallback device, reverse-path filtering off, ARP for the VIP hidden on the LAN."""
+    for name in NODES:
+        if up:
+            for key, value in (("all/rp_filter", 0), ("tunl0/rp_filter", 0),
+                               ("all/arp_ignore", 1), ("all/arp_announce", 2)):  # fmt: skip
+                sh(
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns(name),
+                    "sysctl",
+                    "-qw",
+                    f"net.ipv4.conf.{key.replace('/', '.')}={value}",
+                )
+            sh(
+                "ip",
+                "-n",
+                ns(name),
+                "-b",
+                "-",
+                stdin=f"link set tunl0 up\naddr add {RO_VIP}/32 dev tunl0\n",
+            )
+        else:
+            sh("ip", "-n", ns(name), "addr", "del", f"{RO_VIP}/32", "dev", "tunl0")
+
+
+def release(name: str) -> dict[str, Any]:
+    """`pgvip release --config` in the node's namespace, as the unit's ExecStopPost runs it."""
+    done = subprocess.run(
+        pgvip("release", "--config", str(WORK / f"{name}.toml"), name=name),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    return {"code": done.returncode, "out": done.stdout + done.stderr}
 
 
 # -- the scenario --------------------------------------------------------------------------
@@ -451,6 +539,10 @@ async def _scenario(
         out["new"] = director()
         out["reader"] = reader.summary(t0)
         out["old_state"] = node_state(old)
+        # What systemd runs next (ExecStopPost); the daemon's own clean-up has a 0.4 s budget,
+        # which TCG can exceed, and the unit relies on this for whatever is left.
+        out["release"] = release(old)
+        out["after_release"] = node_state(old)
         out["traffic"] = await connect_many(RO_VIP, 100)
         results["handoff_sigterm"] = out
         start_pgvip(old, procs)  # back, as systemd would restart it
@@ -463,11 +555,7 @@ async def _scenario(
         procs[victim].kill()
         procs[victim].wait(30)
         out["left_behind"] = node_state(victim)
-        release = subprocess.run(
-            pgvip("release", "--config", str(WORK / f"{victim}.toml"), name=victim),
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        out["release"] = {"code": release.returncode, "out": release.stdout + release.stderr}
+        out["release"] = release(victim)
         out["after_release"] = node_state(victim)
         out["new_s"] = await wait_until(
             "the RO VIP directed elsewhere",
@@ -476,6 +564,49 @@ async def _scenario(
         out["new"] = director()
         out["traffic"] = await connect_many(RO_VIP, 100)
         results["kill9_and_release"] = out
+        start_pgvip(victim, procs)
+        await wait_until("restarted daemon up", lambda: status(victim))
+
+    with step("schedulers_and_forwarding"):
+        cluster.weights = dict(WEIGHTS)
+        variants: dict[str, Any] = {}
+        for scheduler, forwarding in VARIANTS:
+            if forwarding == "tun":
+                await asyncio.to_thread(tunnel_real_servers, True)
+            reload_all(procs, scheduler=scheduler, forwarding=forwarding)
+            key = f"{scheduler}/{forwarding}"
+            took = await wait_until(
+                f"{key} programmed", lambda s=scheduler, f=forwarding: programmed(s, f)
+            )
+            name = director()
+            assert name is not None
+            state = await status(name)
+            variants[key] = {
+                "s": took,
+                "director": name,
+                "traffic": await connect_many(RO_VIP, VARIANT_CONNECTIONS),
+                "ro": state["ro"] if state else None,
+                "lo_vips": {
+                    n: f" {RO_VIP}/" in sh("ip", "-n", ns(n), "-o", "addr", "show", "dev", "lo")
+                    for n in NODES
+                },  # fmt: skip
+            }
+            if forwarding == "tun":
+                await asyncio.to_thread(tunnel_real_servers, False)
+        results["schedulers_and_forwarding"] = variants
+
+    with step("ipv6"):
+        cluster.weights, cluster.family = {}, 6
+        reload_all(procs, v6=True)  # both VIPs IPv6, the stock RO settings
+        out = {"s": await wait_until(
+            "IPv6 RW VIP on n1, RO VIP directed over IPv6",
+            lambda: holders(RW_VIP6) == ["n1"] and programmed("rr", "nat", v6=True),
+        )}  # fmt: skip
+        out["director"] = director(RO_VIP6)
+        out["ro"] = await connect_many(RO_VIP6, VARIANT_CONNECTIONS)
+        out["rw"] = await connect_many(RW_VIP6, 10)
+        out["ipv4_vips_left"] = [v for v in (RW_VIP, RO_VIP) for n in NODES if n in holders(v)]
+        results["ipv6"] = out
 
 
 async def main() -> int:

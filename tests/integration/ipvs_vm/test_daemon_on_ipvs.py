@@ -1,12 +1,11 @@
-"""NOT YET IN CI: flaky under TCG. Run it by path:
-python -m pytest tests/integration/ipvs_vm/daemon_on_ipvs.py
-
-`pgvip run` itself against a real IPVS kernel: three daemons with the stock RO settings on
+"""`pgvip run` itself against a real IPVS kernel: three daemons with the stock RO settings on
 one flat LAN in the qemu guest (Debian 6.1, TCG), with Patroni and PostgreSQL played by
 guest_daemon.py. One boot runs the whole scenario; each test asserts one part of its record.
 
 What issue 13 found: nothing ran the daemon's RO role on IPVS, and the stock `nat` got 0 of
-10 connections through on a flat LAN. Here the stock config must carry every connection.
+10 connections through on a flat LAN. Here the stock config must carry every connection, then
+every scheduler and forwarding method the config accepts (applied by SIGHUP) and IPv6 VIPs.
+About 140 s with 2 guest CPUs.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ NODE_OF = {address: name for name, address in g.NODES.items()}
 
 
 @pytest.fixture(scope="module")
-def run(vm: ModuleType) -> dict[str, Any]:
+def run(vm: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     result = vm.run(
         [sys.executable, str(SCENARIO)],
         cwd=str(REPO),
@@ -47,9 +46,12 @@ def run(vm: ModuleType) -> dict[str, Any]:
         f"no result line from the guest (exit {result.exit_code}):\n{result.output[-4000:]}"
     )
     record: dict[str, Any] = json.loads(lines[-1].split(g.RESULT_PREFIX, 1)[1])
+    # The whole record, daemon logs included, for reading after a failed assertion.
+    saved = tmp_path_factory.mktemp("ipvs-daemon") / "record.json"
+    saved.write_text(json.dumps(record, indent=1))
     steps = record["timings"]
     TIMINGS.append(f"daemon scenario: total {result.total_s:.1f} s; " + ", ".join(
-        f"{k} {v}" for k, v in steps.items()))  # fmt: skip
+        f"{k} {v}" for k, v in steps.items()) + f"; record: {saved}")  # fmt: skip
     if record["error"]:
         logs = "\n".join(f"--- {n}\n{t[-2500:]}" for n, t in record.get("logs", {}).items())
         pytest.fail(f"guest step {record['error']['step']} failed:\n"
@@ -113,7 +115,13 @@ def test_sigterm_hands_the_director_over_and_cleans_up(run: dict[str, Any]) -> N
     # exceed its 0.4 s budget and leave it (harmless without the IPVS service); the unit's
     # ExecStopPost `pgvip release` removes it, as kill9_and_release checks.
     assert g.RO_VIP not in old["vips"]
-    assert old["sysctls"] == {"net/ipv4/ip_forward": "0", "net/ipv4/vs/conntrack": "0"}
+    restored = ("net/ipv4/ip_forward", "net/ipv4/vs/conntrack", "net/ipv4/vs/expire_nodest_conn")
+    assert old["sysctls"] == dict.fromkeys(restored, "0")
+    # Then the unit's ExecStopPost: nothing of pgvip's is left.
+    assert out["release"]["code"] == 0, out["release"]["out"]
+    after = out["after_release"]
+    assert not any("pgvip" in t for t in after["nft_tables"]), after["nft_tables"]
+    assert after["vips"] == [] and after["ipvs_dests"] == []
     reader = out["reader"]
     assert reader["kinds"].get("timeout", 0) <= 2, reader  # a handoff fails fast, if at all
     assert sum(out["traffic"].values()) == 100 and set(out["traffic"]) == {"n2", "n3"}
@@ -130,3 +138,39 @@ def test_kill9_leaves_state_that_release_removes(run: dict[str, Any]) -> None:
     assert after["vips"] == []
     assert out["new"] not in (None, out["victim"])
     assert sum(out["traffic"].values()) == 100 and set(out["traffic"]) <= {"n1", "n2", "n3"}
+
+
+def test_every_scheduler_and_forwarding_carries_every_connection(run: dict[str, Any]) -> None:
+    variants = run["schedulers_and_forwarding"]
+    assert set(variants) == {f"{s}/{f}" for s, f in g.VARIANTS}
+    for key, out in variants.items():
+        scheduler, forwarding = key.split("/")
+        traffic = out["traffic"]
+        assert sum(traffic.values()) == g.VARIANT_CONNECTIONS, (key, traffic)
+        assert set(traffic) <= {"n2", "n3"}, (key, traffic)  # no failure, never the primary
+        assert out["ro"]["scheduler"] == scheduler and out["ro"]["forwarding"] == forwarding
+        n2, n3 = traffic.get("n2", 0), traffic.get("n3", 0)
+        if scheduler == "rr":
+            assert max(n2, n3) / min(n2, n3) <= 1.05, (key, traffic)
+        elif scheduler == "wrr":  # pgvip_weight 3 and 1
+            assert abs(n2 - 0.75 * g.VARIANT_CONNECTIONS) <= 10, (key, traffic)
+        elif scheduler == "wlc":
+            assert n2 > n3 > 0, (key, traffic)
+        elif scheduler == "lc":
+            assert n2 > 0 and n3 > 0, (key, traffic)
+        else:  # sh, mh: one client address hashes to one backend
+            assert sorted(traffic.values()) == [g.VARIANT_CONNECTIONS], (key, traffic)
+        # dr: the VIP on lo of every node but the director; otherwise (after a reload from
+        # dr) on none: a leftover would make a node answer its own RO clients itself.
+        want = {n: forwarding == "dr" and n != out["director"] for n in g.NODES}
+        assert out["lo_vips"] == want, (key, out["lo_vips"])
+
+
+def test_ipv6_vips_with_the_stock_ro_settings(run: dict[str, Any]) -> None:
+    out = run["ipv6"]
+    assert out["director"] in ("n2", "n3")
+    ro = out["ro"]
+    assert sum(ro.values()) == g.VARIANT_CONNECTIONS and set(ro) == {"n2", "n3"}, ro
+    assert max(ro.values()) / min(ro.values()) <= 1.05
+    assert out["rw"] == {"n1": 10}
+    assert out["ipv4_vips_left"] == []
