@@ -52,6 +52,16 @@ async def test_round_robin_splits_new_connections(ro_lab: RoLab, lb: NftablesLoa
     assert await lb.apply(desired) is False  # idempotent: nothing rewritten
 
 
+async def test_a_flat_lan_client_gets_every_one_of_1000_connections(
+    ro_lab: RoLab, lb: NftablesLoadBalancer
+) -> None:
+    """Issue 13's goal on nftables: client, director and backends share one subnet and the
+    backends' replies do not route via the director; one-armed NAT carries all of them."""
+    await lb.apply(service(ro_lab, ("b1", 1), ("b2", 1)))
+    seen = ro_lab.connect("cli", VIP4, 1000)
+    assert seen == {"b1": 500, "b2": 500}, seen
+
+
 async def test_weights_become_slots(ro_lab: RoLab, lb: NftablesLoadBalancer) -> None:
     await lb.apply(service(ro_lab, ("b1", 3), ("b2", 1), scheduler="wrr"))
     seen = ro_lab.connect("cli", VIP4, 100)
