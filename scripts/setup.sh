@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up a fresh Debian 12 / Ubuntu 22.04+ machine for pgvip: the apt packages
+# Set up a fresh Debian 12 machine (Ubuntu 24.04 untested; 22.04 lacks Python 3.11) for pgvip: the apt packages
 # the lab and the tests use, a `pgvip` system user, and a Python venv with
 # pgvip (editable) plus its lab and test extras. Idempotent; run as root.
 #
