@@ -3,7 +3,6 @@ atomic replacement, and the DR real-server setup (which needs no IPVS)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import subprocess
 import sys
@@ -191,44 +190,59 @@ for line in sys.stdin:
 """
 
 
+class HeldConnection:
+    """ECHO_SERVER in namespace `host` on `port`, and (after `open()`) HOLDING_CLIENT's one
+    connection from the client namespace to the RO VIP; both killed by PID on exit."""
+
+    def __init__(self, lab: RoLab, host: str, port: int) -> None:
+        self.lab, self.host, self.port = lab, host, port
+        self.server: subprocess.Popen[str] | None = None
+        self.client: subprocess.Popen[str] | None = None
+
+    def _spawn(self, host: str, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            ["ip", "netns", "exec", self.lab.ns(host), sys.executable, "-c", *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def __enter__(self) -> HeldConnection:
+        self.server = self._spawn(self.host, ECHO_SERVER, str(self.port))
+        assert self.server.stdout is not None and self.server.stdout.readline().strip() == "ready"
+        return self
+
+    def open(self) -> None:
+        self.client = self._spawn("cli", HOLDING_CLIENT, str(VIP4), str(PORT))
+        assert self.client.stdout is not None and self.client.stdout.readline().strip() == "open"
+
+    def echo(self, word: str) -> str:
+        assert self.client is not None and self.client.stdin and self.client.stdout
+        self.client.stdin.write(word + "\n")
+        self.client.stdin.flush()
+        return self.client.stdout.readline().strip()
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in (self.client, self.server):
+            if proc is not None:
+                proc.kill()  # by PID: our own children
+                proc.communicate(timeout=10)
+
+
 async def test_a_connection_the_director_accepted_before_the_table_survives_it(
     ro_lab: RoLab, lb: NftablesLoadBalancer
 ) -> None:
     """The VIP is up before the first apply (the director warms up its probes), so the
     director's own PostgreSQL may accept a connection in that gap. The table arriving must not
     reset it: the input guard refuses only NEW connections (a CI failure, 2026-11-26)."""
-    spawn = functools.partial(
-        subprocess.Popen, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    server = spawn(["ip", "netns", "exec", ro_lab.ns("dir"), sys.executable, "-c", ECHO_SERVER,
-                    str(PORT)])  # fmt: skip
-    client = None
-    try:
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        client = spawn(["ip", "netns", "exec", ro_lab.ns("cli"), sys.executable, "-c",
-                        HOLDING_CLIENT, str(VIP4), str(PORT)])  # fmt: skip
-        assert client.stdin is not None and client.stdout is not None
-        assert client.stdout.readline().strip() == "open"
-
-        def echo(word: str) -> str:
-            assert client is not None and client.stdin is not None and client.stdout is not None
-            client.stdin.write(word + "\n")
-            client.stdin.flush()
-            return client.stdout.readline().strip()
-
-        assert echo("before") == "before"
+    with HeldConnection(ro_lab, "dir", PORT) as held:
+        held.open()
+        assert held.echo("before") == "before"
         await lb.apply(service(ro_lab, ("b1", 1), ("b2", 1)))
-        assert echo("with-backends") == "with-backends"
+        assert held.echo("with-backends") == "with-backends"
         await lb.apply(service(ro_lab))  # no backend: the guard is the only rule left
-        assert echo("no-backend") == "no-backend"
+        assert held.echo("no-backend") == "no-backend"
         # ...while new connections are still balanced away from the director, or refused.
         seen = ro_lab.connect("cli", VIP4, 2)
         assert all(k.startswith("error:ConnectionRefusedError") for k in seen), seen
-    finally:
-        for proc in (client, server):
-            if proc is not None:
-                proc.kill()  # by PID: our own children
-                proc.communicate(timeout=10)
 
 
 async def test_ipvs_one_armed_nat_masquerade_table(ro_lab: RoLab) -> None:
@@ -262,42 +276,20 @@ async def test_drain_keeps_established_connections_until_the_backend_leaves(
     while new ones go elsewhere; when the backend leaves the set (after the drain), its
     connection is ended (a reset, so the client reconnects), not kept for days."""
     echo_port = PORT + 1
-    spawn = functools.partial(
-        subprocess.Popen, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    server = spawn(["ip", "netns", "exec", ro_lab.ns("b2"), sys.executable, "-c", ECHO_SERVER,
-                    str(echo_port)])  # fmt: skip
-    client = None
     b1, b2 = RealServer(ro_lab.v4("b1"), PORT, 1), RealServer(ro_lab.v4("b2"), echo_port, 1)
-    try:
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    with HeldConnection(ro_lab, "b2", echo_port) as held:
         await lb.apply(VirtualService(VIP4, PORT, (b2,)))
-        client = spawn(["ip", "netns", "exec", ro_lab.ns("cli"), sys.executable, "-c",
-                        HOLDING_CLIENT, str(VIP4), str(PORT)])  # fmt: skip
-        assert client.stdin is not None and client.stdout is not None
-        assert client.stdout.readline().strip() == "open"
-
-        def echo(word: str) -> str:
-            assert client is not None and client.stdin is not None and client.stdout is not None
-            client.stdin.write(word + "\n")
-            client.stdin.flush()
-            return client.stdout.readline().strip()
-
-        assert echo("serving") == "serving"
+        held.open()
+        assert held.echo("serving") == "serving"
         await lb.apply(VirtualService(VIP4, PORT, (b1, RealServer(b2.address, echo_port, 0))))
-        assert echo("draining") == "draining"  # established: flows on at weight 0
+        assert held.echo("draining") == "draining"  # established: flows on at weight 0
         assert ro_lab.connect("cli", VIP4, 6) == {"b1": 6}  # new: elsewhere
         assert lb.cut == 0
         await lb.apply(VirtualService(VIP4, PORT, (b1,)))  # the drain is over: b2 leaves
         assert lb.cut == 1
         started = time.monotonic()
-        assert echo("after") in ("error:ConnectionResetError", "closed")
+        assert held.echo("after") in ("error:ConnectionResetError", "closed")
         assert time.monotonic() - started < 2.5  # a reset, not the client's 3 s timeout
         assert ro_lab.connect("cli", VIP4, 4) == {"b1": 4}
         await lb.apply(VirtualService(VIP4, PORT, (b1,)))
         assert lb.cut == 1  # only a departure cuts, not every apply
-    finally:
-        for proc in (client, server):
-            if proc is not None:
-                proc.kill()  # by PID: our own children
-                proc.communicate(timeout=10)
