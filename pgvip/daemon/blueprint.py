@@ -1,8 +1,10 @@
 """What `pgvip run` builds from the configuration alone, built without the network.
 
-`pgvip check-config` and `Engine.start()` both call `check_buildable`, so a configuration that
-`run` would reject on its own is rejected by `check-config` first, with the same message and
-exit status 2, and never reaches a constructor deep in the engine as a traceback.
+`pgvip check-config` and `pgvip run` (pgvip.cli) and a SIGHUP reload (daemon/service.py, before
+the running engine is stopped) call `check_buildable`, so a configuration that `run` would
+reject on its own is rejected by `check-config` first, with the same message and exit status 2,
+and never reaches a constructor deep in the engine as a traceback. The engine itself builds
+with the same functions (`instance_config`, `eligibility_policy`, `announce_settings`).
 
 It builds the pure objects the engine makes from the settings: the VRRP instance configs, the
 RW eligibility policy, the RO backend settings, an explicitly chosen RO dataplane's support for

@@ -19,12 +19,7 @@ from typing import TYPE_CHECKING
 
 from pgvip.config import Config, PatroniConfig, read_password_file, without_hot_keys
 from pgvip.daemon import resign_record
-from pgvip.daemon.blueprint import (
-    announce_settings,
-    check_buildable,
-    eligibility_policy,
-    instance_config,
-)
+from pgvip.daemon.blueprint import announce_settings, eligibility_policy, instance_config
 from pgvip.daemon.cadence import Cadence
 from pgvip.daemon.guard_keeper import keep_guard
 from pgvip.daemon.instance_runner import InstanceRunner
@@ -114,7 +109,6 @@ class Engine:
         self._stack = contextlib.AsyncExitStack()
         self._channel: VrrpChannel | None = None
         self._notifier: Notifier | None = None
-        check_buildable(config)  # what check-config checks: the same message, first
         self._announce = announce_settings(config)
         self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 

@@ -9,8 +9,13 @@ from pgvip.dataplane.balancer import LoadBalancerError
 COMMAND_TIMEOUT = 15.0
 
 
-async def run_command(argv: list[str], stdin: str | None = None) -> str:
-    """Run argv (no shell); its stdout, or LoadBalancerError with its stderr."""
+async def run_command(
+    argv: list[str], stdin: str | None = None, *, netns: str | None = None
+) -> str:
+    """Run argv (no shell), inside namespace `netns` through `ip netns exec` if given; its
+    stdout, or LoadBalancerError with its stderr."""
+    if netns is not None:
+        argv = ["ip", "netns", "exec", netns, *argv]
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,

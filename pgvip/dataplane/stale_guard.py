@@ -78,13 +78,14 @@ class StaleGuard:
         nft = find_nft()
         if nft is None:
             raise GuardError("cannot run 'nft': not found (install the 'nftables' package)")
-        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        return [*prefix, nft, *args]
+        return [nft, *args]
 
     async def installed(self) -> set[IPAddress]:
         """The VIPs the table in the kernel guards now (empty if there is no table)."""
         try:
-            listing = await run_command(self._argv("list", "table", "inet", TABLE))
+            listing = await run_command(
+                self._argv("list", "table", "inet", TABLE), netns=self.netns
+            )
         except LoadBalancerError as exc:
             if "No such file or directory" in str(exc):
                 return set()  # no table yet
@@ -96,7 +97,7 @@ class StaleGuard:
         if await self.installed() == set(self.vips):
             return False
         try:
-            await run_command(self._argv("-f", "-"), stdin=ruleset(self.vips))
+            await run_command(self._argv("-f", "-"), stdin=ruleset(self.vips), netns=self.netns)
         except LoadBalancerError as exc:
             raise GuardError(f"cannot install the nftables table {TABLE}: {exc}") from exc
         self.installs += 1
@@ -105,7 +106,7 @@ class StaleGuard:
     async def remove(self) -> bool:
         """Delete the table; True if there was one."""
         try:
-            await run_command(self._argv("delete", "table", "inet", TABLE))
+            await run_command(self._argv("delete", "table", "inet", TABLE), netns=self.netns)
         except LoadBalancerError as exc:
             if "No such file or directory" in str(exc):
                 return False

@@ -30,7 +30,7 @@ async def read_sysctls(
                 raise LoadBalancerError(f"cannot read sysctl {key}: {exc}") from exc
         else:
             # /proc/sys/net shows the namespace of the process that opens it.
-            text = await run_command(["ip", "netns", "exec", netns, "cat", str(proc_root / key)])
+            text = await run_command(["cat", str(proc_root / key)], netns=netns)
             out[key] = text.strip()
     return out
 
@@ -50,9 +50,7 @@ async def apply_sysctls(
             except OSError as exc:
                 raise LoadBalancerError(f"cannot set sysctl {key}={value}: {exc}") from exc
         else:
-            await run_command(
-                ["ip", "netns", "exec", netns, "tee", str(proc_root / key)], stdin=f"{value}\n"
-            )
+            await run_command(["tee", str(proc_root / key)], stdin=f"{value}\n", netns=netns)
         changed[key] = current[key]
     return changed
 

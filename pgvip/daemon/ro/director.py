@@ -270,8 +270,7 @@ class Director:
             )
             if self._warmup_left == 0:
                 self._enter(DirectorInput.WARMED, "rise 1: no warm-up", "RO director warmed up")
-        if self._lo.on_lo is not False:
-            await self._lo.take_off()
+        await self._lo.take_off(once=True)
         self.cycles += 1
         self._fast_next = False
         view = await self._cluster.read()

@@ -104,5 +104,4 @@ class IpvsMasquerade:
 
     async def _nft(self, args: list[str], stdin: str | None = None) -> str:
         assert self.nft is not None
-        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        return await run_command([*prefix, self.nft, *args], stdin=stdin)
+        return await run_command([self.nft, *args], stdin=stdin, netns=self.netns)

@@ -122,5 +122,4 @@ class NftablesLoadBalancer:
         await self.sysctls.restore()
 
     async def _nft(self, args: list[str], stdin: str | None = None) -> str:
-        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        return await run_command([*prefix, self.nft, *args], stdin=stdin)
+        return await run_command([self.nft, *args], stdin=stdin, netns=self.netns)
