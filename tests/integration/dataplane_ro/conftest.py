@@ -13,12 +13,15 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 import pytest
+
+from pgvip.dataplane.balancer import RealServer, VirtualService
+from pgvip.dataplane.balancer.nftables import NftablesLoadBalancer
 
 SUBNET4 = "198.51.100"  # TEST-NET-2: exists only inside the test namespaces
 SUBNET6 = "2001:db8:49"
@@ -185,3 +188,21 @@ def ro_lab() -> Iterator[RoLab]:
         yield lab
     finally:
         lab.destroy()
+
+
+def service(
+    lab: RoLab, *weights: tuple[str, int], scheduler: str = "rr", v6: bool = False
+) -> VirtualService:
+    vip = VIP6 if v6 else VIP4
+    addr = lab.v6 if v6 else lab.v4
+    backends = tuple(RealServer(addr(host), PORT, w) for host, w in weights)
+    return VirtualService(vip, PORT, backends, scheduler=scheduler)
+
+
+@pytest.fixture
+async def lb(ro_lab: RoLab) -> AsyncIterator[NftablesLoadBalancer]:
+    balancer = NftablesLoadBalancer(interface="eth0", netns=ro_lab.ns("dir"))
+    try:
+        yield balancer
+    finally:
+        await balancer.clear()
