@@ -508,9 +508,12 @@ async def _scenario(
         # The director's own PostgreSQL too: it resigns the RO VIP (its port refuses), and
         # whoever directs now has no healthy replica at all: the primary stands in.
         await cluster.call(cluster.stop_pg(first))
+        # Both replicas are ineligible now, so the primary itself must direct. (Waiting for
+        # "anyone directs to n1" raced with the resigning director, which applied the
+        # fallback just before it let the VIP go: a CI failure, 2026-12-07.)
         out["fallback_s"] = await wait_until(
-            "RO VIP falls back to the primary",
-            lambda: (d := director()) is not None and directs(d, "n1"),
+            "RO VIP falls back to the primary, directed by the primary",
+            lambda: directs("n1", "n1"),
         )
         out["director"] = director()
         out["traffic"] = await connect_many(RO_VIP, 20)

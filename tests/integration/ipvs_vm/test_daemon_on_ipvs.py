@@ -101,6 +101,7 @@ def test_a_replica_that_stops_leaves_rotation_and_returns(run: dict[str, Any]) -
 
 def test_with_no_healthy_replica_the_primary_serves_the_ro_vip(run: dict[str, Any]) -> None:
     out = run["fallback_to_primary"]
+    assert out["director"] == "n1"  # both replicas resigned: the primary directs
     assert out["traffic"] == {"n1": 20}
     assert out["status"]["ro"]["fallback_active"] is True
 
