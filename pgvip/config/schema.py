@@ -162,11 +162,13 @@ SCHEMA: tuple[Setting, ...] = (
        flag="ro_vip", unit="CIDR"),
     _s("ro", "vrid", "integer", 51, "VRRP router id of the RO VIP (1-255), not rw.vrid.",
        check=int_range(1, 255), flag="ro_vrid"),
-    _s("ro", "priority_replica", "integer", 150,
-       "VRRP priority for the RO VIP while this node is a replica.", check=int_range(1, 254)),
-    _s("ro", "priority_leader", "integer", 50,
+    _s("ro", "priority_replica", "integer", 254,
+       "VRRP priority for the RO VIP while this node is a replica. High, as rw.priority, so "
+       "that a resigning director's successor takes over after a short Skew_Time (0.004 s at "
+       "254 with advert_int 100; 0.41 s at 150).", check=int_range(1, 254)),
+    _s("ro", "priority_leader", "integer", 200,
        "VRRP priority for the RO VIP while this node is the leader (the director is normally "
-       "a replica).", check=int_range(1, 254)),
+       "a replica, so keep it below ro.priority_replica).", check=int_range(1, 254)),
     _s("ro", "port", "integer", 5432, "PostgreSQL port behind the RO VIP.", check=_PORT),
     _s("ro", "max_lag", "size", "16MB",
        "Largest replication lag of a backend, in bytes or Patroni units (1MB, 16MB, ...).",

@@ -241,6 +241,7 @@ class Engine:
             port_timeout=ro.probe_timeout,
         )
         director.on_refused.append(watch.member_refused)  # our own PostgreSQL: resign now
+        director.local_member = watch.member_name
         return RoPipeline(runner, watch, director)
 
     def _runner(self, name: str, vrid: int, priority: int, vip: VipInterface) -> InstanceRunner:
