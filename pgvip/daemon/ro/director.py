@@ -356,10 +356,11 @@ class Director:
         return [t for t in self._in_rotation() if me is not None and t[0] == me]
 
     def _refused(self, result: ProbeResult) -> None:
-        """A backend in rotation refused the port watch: out now, on the last good /cluster
+        """A backend in rotation failed the port watch (refused, or its host is gone): out now,
+        on the last good /cluster
         (a round could wait out a stopping Patroni's REST API), then a full round; listeners
         (`on_refused`, e.g. our own RoleWatch when it is this node) hear member, host, port."""
-        self._log.info("RO backend refused a connection: taking it out", member=result.member,
+        self._log.info("RO backend failed its port check: taking it out", member=result.member,
                        reason=result.reason)  # fmt: skip
         view, now = self._cluster.view, self._clock()
         if view is not None and self.phase is Phase.DIRECTING and self._master:

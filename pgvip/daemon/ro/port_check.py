@@ -7,7 +7,8 @@ PostgreSQL it stops refuses connections within tens of milliseconds of its first
 after the SIGTERM). So the director also connects to each backend's port: once per probe
 round (kind "port", where "refused" is a definite no), and, between rounds, every
 `port_check_interval` to the backends in rotation (`watch_ports`): the director takes a
-refusing backend out at once and then runs a full round.
+refusing backend out at once, and one that leaves UNANSWERED_LIMIT connects in a row
+unanswered (its host is gone), and then runs a full round.
 
 The connect is closed at once without a byte sent; PostgreSQL forks a backend for it that
 exits without logging (an empty startup packet is not logged), but with log_connections = on
@@ -30,23 +31,42 @@ from typing import Any
 from pgvip.dataplane.tcp_listeners import Listener, ListenersError, listening_ports, serves
 from pgvip.policy.backends import ProbeResult
 
-__all__ = ["LOCAL_INTERVAL", "check_port", "port_watch", "watch_local", "watch_ports"]
+__all__ = [
+    "LOCAL_INTERVAL",
+    "UNANSWERED_LIMIT",
+    "WATCH_TIMEOUT",
+    "check_port",
+    "port_watch",
+    "watch_local",
+    "watch_ports",
+]
 
 Target = tuple[str, str, int]  # (member, host, port)
 # How often the director asks the kernel whether its own PostgreSQL still listens.
 LOCAL_INTERVAL = 0.02
+# The port watch's connect deadline (at most ro.probe_timeout). On a LAN a SYN+ACK takes well
+# under a millisecond, and the kernel sends it even while PostgreSQL is busy; this many
+# unanswered connects in a row mean the host is gone (a power cut, a cable), and its backend
+# leaves at once: new connections to it would only wait out their connect timeouts.
+WATCH_TIMEOUT = 0.3
+UNANSWERED_LIMIT = 2
+TIMEOUT_TEXT = "connect timeout after"
+
+
+def _where(host: str, port: int) -> str:
+    return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
 
 
 async def check_port(
     member: str, host: str, port: int, *, timeout: float, clock: Callable[[], float]
 ) -> ProbeResult:
     """Connect to host:port and close; ok when it connects, definitive when refused."""
-    where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    where = _where(host, port)
     try:
         async with asyncio.timeout(timeout):
             _reader, writer = await asyncio.open_connection(host, port)
     except TimeoutError:
-        return _result(member, False, f"port: {where} connect timeout after {timeout:g} s", clock)
+        return _result(member, False, f"port: {where} {TIMEOUT_TEXT} {timeout:g} s", clock)
     except ConnectionRefusedError:
         return _result(
             member, False, f"port: {where} refused (PostgreSQL not listening)", clock,
@@ -76,19 +96,34 @@ async def watch_ports(
     timeout: float,
     clock: Callable[[], float],
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    check: Callable[..., Awaitable[ProbeResult]] = check_port,
 ) -> None:
     """Every `interval`, check the ports of `targets()` (the backends in rotation; empty when
-    not directing) concurrently; call `on_refused` for each refusal. Runs until cancelled;
-    timeouts and other doubts are left to the probe rounds and ro.fall."""
+    not directing) concurrently; call `on_refused` for each refusal, and for a backend whose
+    connects went unanswered UNANSWERED_LIMIT times in a row. Runs until cancelled; other
+    doubts (no route, a reset) are left to the probe rounds and ro.fall."""
+    unanswered: dict[tuple[str, str, int], int] = {}
     while True:
         current = list(targets())
         if current:
             results = await asyncio.gather(
-                *(check_port(m, h, p, timeout=timeout, clock=clock) for m, h, p in current)
+                *(check(m, h, p, timeout=timeout, clock=clock) for m, h, p in current)
             )
-            for r in results:
+            for target, r in zip(current, results, strict=True):
+                silent = not r.ok and TIMEOUT_TEXT in r.reason
+                unanswered[target] = unanswered.get(target, 0) + 1 if silent else 0
                 if r.definitive:
                     on_refused(r)
+                elif unanswered[target] >= UNANSWERED_LIMIT:
+                    member, host, port = target
+                    reason = (
+                        f"port: {_where(host, port)} no answer to {unanswered[target]} "
+                        f"connects in a row ({timeout:g} s each): host unreachable"
+                    )
+                    on_refused(_result(member, False, reason, clock, definitive=True))
+                    unanswered[target] = 0
+        for gone in set(unanswered) - set(current):
+            del unanswered[gone]
         await sleep(interval)
 
 
@@ -149,8 +184,9 @@ async def port_watch(
     if interval <= 0:
         yield
         return
+    watch_timeout = min(timeout, WATCH_TIMEOUT)
     tasks = [asyncio.create_task(
-        watch_ports(targets, on_refused, interval=interval, timeout=timeout, clock=clock)
+        watch_ports(targets, on_refused, interval=interval, timeout=watch_timeout, clock=clock)
     )]  # fmt: skip
     if log is not None:
         tasks.append(asyncio.create_task(

@@ -167,7 +167,7 @@ async def test_a_backend_that_refuses_leaves_rotation_long_before_the_next_poll(
             started = time.monotonic()
             await wait_until(lambda: lb.current == svc(p3, draining=(p2,)))
             assert time.monotonic() - started < 0.8  # poll_interval 5 s, probe_timeout 1 s
-            assert "RO backend refused a connection: taking it out" in log.events("info")
+            assert "RO backend failed its port check: taking it out" in log.events("info")
             assert [h[:3] for h in heard] == [("p2", LOOPBACK, p2)] and "refused" in heard[0][3]
             await wait_until(lambda: len(cluster.apis["p2"].queries) == polls + 1)  # woken round
             p2_status = next(b for b in director.status().backends if b.member == "p2")
@@ -295,3 +295,34 @@ async def test_the_directors_own_postgresql_leaves_rotation_within_the_local_int
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_backend_whose_connects_go_unanswered_twice_in_a_row_is_taken_out() -> None:
+    """p2's host is gone (SYNs unanswered); p3 misses one connect only (a lost packet): only
+    p2 is reported, once per UNANSWERED_LIMIT silent checks."""
+    script = {"p2": ["silent"] * 5, "p3": ["silent", "ok", "silent", "ok", "ok"]}
+    rounds = 0
+
+    async def check(member: str, host: str, port: int, *, timeout: float,
+                    clock: Callable[[], float]) -> ProbeResult:  # fmt: skip
+        if script[member][rounds] == "ok":
+            return ProbeResult(member, True, "port: accepts", 0.0, kind="port")
+        return ProbeResult(member, False, f"port: {host}:{port} connect timeout after "
+                           f"{timeout:g} s", 0.0, kind="port")  # fmt: skip
+
+    async def sleep(_s: float) -> None:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 5:
+            raise asyncio.CancelledError
+
+    refused: list[ProbeResult] = []
+    targets = [("p2", "10.0.0.2", 5432), ("p3", "10.0.0.3", 5432)]
+    with pytest.raises(asyncio.CancelledError):
+        await watch_ports(lambda: targets, refused.append, interval=0.2, timeout=0.3,
+                          clock=lambda: 7.0, sleep=sleep, check=check)  # fmt: skip
+    assert [r.member for r in refused] == ["p2", "p2"]  # after checks 2 and 4
+    assert refused[0].definitive and not refused[0].ok
+    assert refused[0].reason == (
+        "port: 10.0.0.2:5432 no answer to 2 connects in a row (0.3 s each): host unreachable"
+    )
