@@ -33,6 +33,7 @@ from pgvip.dataplane.address_watcher import AddressWatcher
 from pgvip.dataplane.addresses import AddressManager
 from pgvip.dataplane.announce import Announcer, send_garp, send_unsolicited_na
 from pgvip.dataplane.balancer.choice import choose_dataplane, explain_forwarding
+from pgvip.dataplane.conflict_watch import Conflict, ConflictWatch, mac_text
 from pgvip.dataplane.interfaces import primary_address
 from pgvip.dataplane.stale_guard import StaleGuard
 from pgvip.log import Logger
@@ -135,6 +136,8 @@ class Engine:
             ifname, self.source, tuple(cfg.vrrp.unicast_peers), self.log, self.metrics
         )
         self._stack.callback(self._channel.close)
+        self.conflicts = ConflictWatch(ifname, self._conflict, log=self.log, clock=time.monotonic)
+        self._stack.callback(self.conflicts.close)
         self._notifier = Notifier(cfg.notify.command, cfg.notify.timeout, self.log)
         self.client = await self._stack.enter_async_context(
             PatroniClient(
@@ -261,6 +264,7 @@ class Engine:
             notifier=self._notifier,
             log=self.log,
             metrics=self.metrics,
+            conflicts=self.conflicts,
         )
         self._runners.append(runner)
         self._channel.route(vrid, runner.feed)
@@ -307,6 +311,18 @@ class Engine:
         if self.ro is None:
             return None
         return self.ro.director.status().ro_info()
+
+    def _conflict(self, conflict: Conflict) -> None:
+        """Another host claims a VIP we hold: report it (never answer with more GARPs)."""
+        owner = next((r.name for r in self._runners if conflict.ip in {v.ip for v in r.vips}), "")
+        self.metrics.vip_conflict(owner)
+        if conflict.new:
+            self.log.warning(
+                "VIP conflict: another host claims a VIP this node holds; find it by its MAC "
+                "(a static address, or a second VRRP speaker), pgvip will not fight it",
+                instance=owner, vip=str(conflict.ip), mac=mac_text(conflict.mac),
+                seen=conflict.kind, count=conflict.count,
+            )  # fmt: skip
 
     def _announce_failed(self, exc: Exception) -> None:
         self.log.warning("announcement failed", error=str(exc))
