@@ -22,6 +22,7 @@ from pgvip.daemon import resign_record
 from pgvip.daemon.blueprint import announce_settings, eligibility_policy, instance_config
 from pgvip.daemon.cadence import Cadence
 from pgvip.daemon.guard_keeper import keep_guard
+from pgvip.daemon.host_state import claim_engine, others_vips, release
 from pgvip.daemon.instance_runner import InstanceRunner
 from pgvip.daemon.notify import Notifier
 from pgvip.daemon.patroni_watch import FastPolling, PatroniWatch
@@ -36,6 +37,7 @@ from pgvip.dataplane.balancer.choice import choose_dataplane, explain_forwarding
 from pgvip.dataplane.interfaces import primary_address
 from pgvip.dataplane.stale_guard import StaleGuard
 from pgvip.log import Logger
+from pgvip.naming import StateNames
 from pgvip.patroni.client import PatroniClient
 from pgvip.policy.eligibility import EligibilityPolicy
 from pgvip.vrrp.events import PriorityChanged
@@ -122,11 +124,16 @@ class Engine:
         ifname = cfg.vrrp.interface
         rw_vip = cfg.rw.vip
         vips = [rw_vip] if cfg.ro.vip is None else [rw_vip, cfg.ro.vip]
+        claims = claim_engine(cfg)  # first: another instance's VRID or VIP is exit 2
+        self._stack.callback(release, claims)
         self.source: IPAddress = cfg.vrrp.unicast_src or await primary_address(
             ifname, rw_vip.version, exclude=[v.ip for v in vips]
         )
         self.addresses = await self._stack.enter_async_context(AddressManager(ifname))
+        theirs = others_vips(ifname, claims)
         for vip in await self.addresses.owned():
+            if str(vip.ip) in theirs:
+                continue  # another pgvip instance's (another cluster's) VIP
             # keepalived does the same ("removing protocol VIPs"): a VIP left by a
             # crashed run must not be held before this run has won an election.
             await self.addresses.remove(vip)
@@ -154,7 +161,8 @@ class Engine:
         watcher = await self._stack.enter_async_context(AddressWatcher())
 
         if cfg.announce.reset_stale:
-            self.guard = StaleGuard([v.ip for v in vips])
+            table = StateNames(cfg.instance.name).guard_table
+            self.guard = StaleGuard([v.ip for v in vips], table=table)
             self._spawn(keep_guard(self.guard, self.log), "stale-guard")
         self._spawn(self._channel.serve(), "vrrp-rx")
         for runner in self._runners:
@@ -220,7 +228,11 @@ class Engine:
         director = Director(
             ro,
             self.client,
-            balancer_cls(interface=cfg.vrrp.interface, service=(vip.ip, ro.port)),
+            balancer_cls(
+                interface=cfg.vrrp.interface,
+                service=(vip.ip, ro.port),
+                instance=cfg.instance.name,
+            ),
             log=self.log.bind(instance="ro"),
             interface=cfg.vrrp.interface,
             dataplane_reason=why,
