@@ -31,6 +31,8 @@ def claim_instance(names: StateNames) -> Claim:
     """The daemon's own name, held for its life."""
     try:
         return Claim(names.instance_claim)
+    except OSError as exc:
+        raise HostStateError(f"cannot claim instance {names.label}: {exc}") from exc
     except ClaimTaken:
         if names.instance is None:
             raise HostStateError(
@@ -48,8 +50,8 @@ def _vip_claim(interface: str, vip: VipInterface) -> str:
     return f"{CLAIM_PREFIX}vip/{interface}/{vip.ip}"
 
 
-def claim_engine(cfg: Config) -> list[Claim]:
-    """The VRIDs (per interface and family) and VIPs of `cfg`; all or none."""
+def _engine_claims(cfg: Config) -> list[tuple[str, str]]:
+    """(claim, what it is for the message) for the VRIDs and VIPs of `cfg`."""
     ifname = cfg.vrrp.interface
     wanted: list[tuple[str, str]] = []
     for key, vip, vrid in (("rw", cfg.rw.vip, cfg.rw.vrid), ("ro", cfg.ro.vip, cfg.ro.vrid)):
@@ -57,11 +59,29 @@ def claim_engine(cfg: Config) -> list[Claim]:
             continue
         wanted.append((vrid_claim(ifname, vip.version, vrid), f"{key}.vrid {vrid} on {ifname}"))
         wanted.append((_vip_claim(ifname, vip), f"{key}.vip {vip.ip} on {ifname}"))
+    return wanted
+
+
+def check_reload(new: Config, running: Config) -> None:
+    """Raise HostStateError if `new` needs a VRID or VIP another instance holds, before the
+    running engine (which holds `running`'s) is stopped for it."""
+    held_now = {name for name, _ in _engine_claims(running)}
+    release(_claim([w for w in _engine_claims(new) if w[0] not in held_now]))
+
+
+def claim_engine(cfg: Config) -> list[Claim]:
+    """The VRIDs (per interface and family) and VIPs of `cfg`; all or none."""
+    return _claim(_engine_claims(cfg))
+
+
+def _claim(wanted: list[tuple[str, str]]) -> list[Claim]:
     claims: list[Claim] = []
     try:
         for name, what in wanted:
             try:
                 claims.append(Claim(name))
+            except OSError as exc:
+                raise HostStateError(f"cannot claim {what}: {exc}") from exc
             except ClaimTaken:
                 raise HostStateError(
                     f"{what} is already used by another pgvip instance on this host: two "

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING
 from pgvip.config import Config, ConfigError
 from pgvip.daemon.blueprint import check_buildable
 from pgvip.daemon.engine import Engine
-from pgvip.daemon.host_state import HostStateError, claim_engine, claim_instance, release
+from pgvip.daemon.host_state import (
+    HostStateError,
+    check_reload,
+    claim_engine,
+    claim_instance,
+    release,
+)
 from pgvip.daemon.reconciler import VIP_RECONCILE_INTERVAL
 from pgvip.daemon.ro.director import DirectorError
 from pgvip.daemon.snapshot import DaemonFacts, build_snapshot
@@ -222,6 +228,12 @@ class Daemon:
         if self.engine.retune(new):
             self._config = self.config = new
             self.log.info("reload: applied without re-election")
+            self.sd.ready(self._status_line())
+            return
+        try:
+            check_reload(new, self._config)
+        except HostStateError as exc:
+            self.log.error("reload refused: keeping the running config", problem=str(exc))
             self.sd.ready(self._status_line())
             return
         self.log.info("reload: VRRP or network settings changed, restarting the election")

@@ -131,7 +131,9 @@ class SysctlKeeper:
                     self._saved[key] = (others[key], wanted[key])
         for key, (old, _) in self._saved.items():
             if key not in self._claims:
-                with contextlib.suppress(ClaimTaken):  # ours already (cannot happen twice)
+                # Taken: ours already (cannot happen twice). Any other failure only costs the
+                # sharing: this instance then restores as it did before claims.
+                with contextlib.suppress(ClaimTaken, OSError):
                     self._claims[key] = Claim(self.names.sysctl_claim(key, old))
 
     async def restore(self) -> None:

@@ -221,6 +221,14 @@ def test_two_instances_per_host_keep_out_of_each_others_state(dlab: DaemonLab) -
             assert len(done.stderr.strip().splitlines()) == 1, (cmd, done.stderr)
     assert a.has(X.rw) and rw_state(a.status(X)) == "MASTER"
 
+    # A reload cannot rename a running instance (its tables and claims carry the name).
+    path = a.path(X, "x.toml")
+    path.write_text(path.read_text().replace('name = "x"', 'name = "x2"'))
+    a.daemons["x"].send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload refused" in a.path(X, "log").read_text(), 5, "the reload refused")
+    assert a.daemons["x"].poll() is None and a.has(X.rw) and a.has(X.ro)
+    assert "ip pgvip-x" in a.tables() and not any("x2" in t for t in a.tables())
+
     # The last director on b to stop puts ip_forward back.
     assert b.stop(Y, signal.SIGTERM) == 0
     assert b.ip_forward() == "0"

@@ -12,6 +12,7 @@ import pytest
 from pgvip.config import Config, load_config
 from pgvip.daemon.host_state import (
     HostStateError,
+    check_reload,
     claim_engine,
     claim_instance,
     conflicts,
@@ -88,3 +89,22 @@ def test_check_config_names_a_busy_status_port(tmp_path: Path) -> None:
             assert conflicts(cfg) == []
         finally:
             claim.release()
+
+
+def test_a_reload_onto_another_instances_vrid_is_refused_before_the_engine_stops(
+    tmp_path: Path,
+) -> None:
+    iface = f"t{secrets.token_hex(3)}"
+    name = unique()
+    running = config(tmp_path, name, interface=iface, rw_vrid="50")
+    ours = claim_engine(running)
+    theirs = claim_engine(
+        config(tmp_path, unique(), interface=iface, rw_vrid="60", rw_vip="10.9.9.9")
+    )
+    try:
+        check_reload(config(tmp_path, name, interface=iface, rw_vrid="50", port="2"), running)
+        with pytest.raises(HostStateError, match=f"rw.vrid 60 on {iface}"):
+            check_reload(config(tmp_path, name, interface=iface, rw_vrid="60"), running)
+        check_reload(config(tmp_path, name, interface=iface, rw_vrid="70"), running)
+    finally:
+        release(ours + theirs)
