@@ -145,12 +145,11 @@ class SysctlKeeper:
             return
         still = _claimed_before(self.names) if self.names is not None else {}
         saved = {k: v for k, v in self._saved.items() if k not in still}
-        self._saved.clear()
-        if not saved:
-            return
-        current = await read_sysctls(list(saved), netns=self.netns, proc_root=self.proc_root)
-        back = {k: old for k, (old, ours) in saved.items() if current[k] == ours}
-        await apply_sysctls(back, netns=self.netns, proc_root=self.proc_root)
+        if saved:
+            current = await read_sysctls(list(saved), netns=self.netns, proc_root=self.proc_root)
+            back = {k: old for k, (old, ours) in saved.items() if current[k] == ours}
+            await apply_sysctls(back, netns=self.netns, proc_root=self.proc_root)
+        self._saved.clear()  # only now: a failed restore is retried by the next clear
 
 
 def _claimed_before(names: StateNames) -> dict[str, str]:
