@@ -108,3 +108,33 @@ def test_the_config_key_is_checked_and_optional(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path, {}, {})
     assert "instance.name" in str(info.value) and "a-z" in str(info.value)
+
+
+def test_the_dataplanes_use_the_instances_tables() -> None:
+    import ipaddress
+
+    from pgvip.dataplane.balancer import RealServer, VirtualService
+    from pgvip.dataplane.balancer.ipvs import IpvsLoadBalancer
+    from pgvip.dataplane.balancer.ipvs_masquerade import ruleset as masquerade
+    from pgvip.dataplane.balancer.nft_ruleset import build_document
+    from pgvip.dataplane.balancer.nftables import NftablesLoadBalancer
+    from pgvip.dataplane.stale_guard import ruleset as guard
+
+    vip = ipaddress.ip_address("10.0.0.49")
+    assert NftablesLoadBalancer(nft="nft", instance="x").table == "pgvip-x"
+    assert NftablesLoadBalancer(nft="nft").table == "pgvip"
+    assert IpvsLoadBalancer(nft="nft", instance="x").masquerade.table == "pgvip_ipvs-x"
+    assert IpvsLoadBalancer(nft="nft").masquerade.table == "pgvip_ipvs"
+    vs = VirtualService(vip, 5432, (RealServer(ipaddress.ip_address("10.0.0.2"), 5432, 1),))
+    named = {
+        c[verb].get(kind, {}).get("table") or c[verb].get(kind, {}).get("name")
+        for c in build_document(vs, "pgvip-x")["nftables"]
+        for verb in ("add", "delete")
+        if verb in c
+        for kind in ("table", "chain", "rule")
+        if kind in c[verb]
+    }
+    assert named == {"pgvip-x"}
+    assert "inet pgvip_ipvs-x" in masquerade(vip, 5432, "pgvip_ipvs-x")
+    assert "pgvip_ipvs " not in masquerade(vip, 5432, "pgvip_ipvs-x")
+    assert guard([vip], "pgvip_guard-x").count("inet pgvip_guard-x") == 3
