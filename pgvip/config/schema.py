@@ -12,6 +12,7 @@ from pgvip.config.checks import (
     choice,
     float_range,
     ifname,
+    instance_name,
     int_range,
     listen,
     nonempty,
@@ -87,6 +88,13 @@ _PORT = int_range(1, 65535)
 # fmt: off
 # One row per key; ruff would explode each row into a dozen lines, which hides the table.
 SCHEMA: tuple[Setting, ...] = (
+    # [instance]
+    _s("instance", "name", "string", None,
+       "Name of this pgvip instance, for a host that runs two (two Patroni clusters): its "
+       "nftables tables become pgvip-NAME, pgvip_ipvs-NAME and pgvip_guard-NAME, and "
+       "`pgvip release --config` removes only its own state. Unset: the tables pgvip, "
+       "pgvip_ipvs and pgvip_guard, and only one unnamed instance per host. 1-24 characters: "
+       "a-z, 0-9, '_' or '-'.", check=instance_name),
     # [patroni]
     _s("patroni", "url", "string", REQUIRED, "This node's Patroni REST API, http(s)://host:port.",
        check=url, flag="patroni_url", unit="URL"),
