@@ -4,17 +4,15 @@ dpkg-buildpackage (scripts/build-deb.sh), checked with lintian, and installed wi
 chroot, where `pgvip --version` and `pgvip check-config` on the packaged example run; then
 removed and purged there.
 
-PGVIP_DEB=/path/to/pgvip_….deb uses a package built earlier instead of building one. The
-debootstrapped root is cached as a tarball under /var/cache/pgvip-test/, one per ISO week, so
-a second run skips debootstrap; a machine without it debootstraps (~30 s here). Needs
-Debian's archive (debootstrap and apt in the chroot) and PyPI or pip's cache (the build).
+PGVIP_DEB=/path/to/pgvip_….deb uses a package built earlier instead of building one, and the
+debootstrapped root is cached under /var/cache/pgvip-test/ (tests/integration/debian_package.py).
+Needs Debian's archive (debootstrap and apt in the chroot) and PyPI or pip's cache (the build).
 The chroot gets no systemd and no /run of the host, so the maintainer scripts start nothing
 and change no sysctl of this machine.
 """
 
 from __future__ import annotations
 
-import datetime
 import os
 import shutil
 import subprocess
@@ -25,12 +23,11 @@ from pathlib import Path
 import pytest
 
 from pgvip import __version__
+from tests.integration.debian_package import base_tarball, built_deb, sh
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-CACHE = Path("/var/cache/pgvip-test")
-SUITE = "bookworm"
 CHROOT_ENV = {
     "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/root",
@@ -38,13 +35,6 @@ CHROOT_ENV = {
     "DEBIAN_FRONTEND": "noninteractive",
 }
 HOST_SYSCTL = Path("/proc/sys/net/ipv4/ip_nonlocal_bind")
-
-
-def sh(*argv: str | Path, timeout: float = 600, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
-                          timeout=timeout, check=False, env=env)  # fmt: skip
-    assert done.returncode == 0, f"{' '.join(map(str, argv))}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
 
 
 def in_root(root: Path, *argv: str, user: str | None = None, **extra: str) -> str:
@@ -60,36 +50,12 @@ def mounts_under(root: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    given = os.environ.get("PGVIP_DEB")
-    if given:
-        return Path(given).resolve()
-    out = tmp_path_factory.mktemp("deb")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    path = Path(sh("bash", REPO / "scripts/build-deb.sh", out, env=env).strip().splitlines()[-1])
-    arch = sh("dpkg", "--print-architecture").strip()
-    assert path.name == f"pgvip_{__version__}_{arch}.deb" and path.is_file()
+def deb() -> Path:
+    path = built_deb()
+    if "PGVIP_DEB" not in os.environ:
+        arch = sh("dpkg", "--print-architecture").strip()
+        assert path.name == f"pgvip_{__version__}_{arch}.deb"
     return path
-
-
-def base_tarball() -> Path:
-    """A debootstrapped minbase root as a tarball, made once per ISO week (older ones go)."""
-    year, week, _ = datetime.date.today().isocalendar()
-    tarball = CACHE / f"{SUITE}-minbase-{year}-W{week:02d}.tar"
-    if tarball.exists():
-        return tarball
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=CACHE) as scratch:
-        root = Path(scratch) / "root"
-        # No mirror argument: debootstrap's default, Debian's own archive.
-        sh("debootstrap", "--variant=minbase", SUITE, root, timeout=900)
-        partial = Path(scratch) / "root.tar"
-        sh("tar", "-C", root, "--numeric-owner", "-cf", partial, ".")
-        partial.rename(tarball)  # atomic: a killed run leaves no half tarball under the name
-    for old in CACHE.glob(f"{SUITE}-minbase-*.tar"):
-        if old != tarball:
-            old.unlink()
-    return tarball
 
 
 @pytest.fixture(scope="module")
@@ -171,17 +137,32 @@ def test_the_package_installs_the_unit_user_config_and_sysctl(installed: Path) -
     assert (root / "usr/bin/pgvip").resolve() == root / "usr/lib/pgvip/venv/bin/pgvip"
 
 
+def test_an_upgrade_keeps_the_edited_config_and_recompiles(installed: Path, deb: Path) -> None:
+    """A reinstall runs the upgrade path of the maintainer scripts (prerm upgrade, then
+    postinst configure with the old version): the same as an upgrade, without a second build."""
+    root = installed
+    config = root / "etc/pgvip/pgvip.toml"
+    config.write_text((REPO / "deploy/pgvip.toml").read_text() + "# edited by the operator\n")
+    in_root(root, "sh", "-c", f"cd /tmp && apt install -y -q --reinstall ./{deb.name}")
+    assert "edited by the operator" in config.read_text()  # no prompt, no overwrite
+    assert not (root / "etc/pgvip/pgvip.toml.dpkg-new").exists()
+    site = root / "usr/lib/pgvip/venv/lib"
+    assert list(site.glob("python3.*/site-packages/pgvip/__pycache__/*.pyc"))
+    assert "configuration OK" in in_root(
+        root, "pgvip", "check-config", "--config", "/etc/pgvip/pgvip.toml"
+    )
+
+
 def test_remove_keeps_the_config_and_purge_removes_it(installed: Path) -> None:
     """Last in this module: it uninstalls what the fixture installed."""
     root = installed
-    (root / "etc/pgvip/pgvip.toml").write_text(
-        (REPO / "deploy/pgvip.toml").read_text() + "# edited by the operator\n"
-    )
+    config = root / "etc/pgvip/pgvip.toml"
+    config.write_text((REPO / "deploy/pgvip.toml").read_text() + "# edited by the operator\n")
     in_root(root, "apt-get", "remove", "-y", "-q", "pgvip")
     assert not (root / "usr/bin/pgvip").exists()
     # prerm removed the bytecode postinst made, so nothing of the venv stays behind.
     assert not (root / "usr/lib/pgvip").exists()
-    assert "edited by the operator" in (root / "etc/pgvip/pgvip.toml").read_text()
+    assert "edited by the operator" in config.read_text()
     status = in_root(root, "dpkg-query", "-W", "-f=${db:Status-Abbrev}", "pgvip")
     assert status.strip() == "rc"
     in_root(root, "apt-get", "purge", "-y", "-q", "pgvip")
