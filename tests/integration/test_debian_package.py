@@ -121,8 +121,11 @@ def test_the_package_installs_the_unit_user_config_and_sysctl(installed: Path) -
     assert "ExecStart=/usr/bin/pgvip run --config /etc/pgvip/pgvip.toml" in unit
     assert "ExecStopPost=+/usr/bin/pgvip release --config /etc/pgvip/pgvip.toml" in unit
     assert "/usr/local" not in unit and "https://" not in unit
-    assert "Documentation=man:pgvip(1)" in unit
+    [docs] = [line.split("=", 1)[1].split() for line in unit.splitlines()
+              if line.startswith("Documentation=")]  # fmt: skip
+    assert docs == ["man:pgvip(1)", "file:/usr/share/doc/pgvip/README.md"]
     assert (root / "usr/share/man/man1/pgvip.1.gz").is_file()
+    assert (root / "usr/share/doc/pgvip/README.md").read_text() == (REPO / "README.md").read_text()
     # Installed, neither enabled nor started: the example config names example VIPs.
     assert not list((root / "etc/systemd/system").glob("*.wants/pgvip.service"))
     passwd = in_root(root, "getent", "passwd", "pgvip").strip().split(":")
