@@ -34,6 +34,8 @@ CHROOT_ENV = {
     "LANG": "C.UTF-8",
     "DEBIAN_FRONTEND": "noninteractive",
 }
+# apt inside the chroot: retry a failed download instead of failing the test on one hiccup.
+APT = ("-q", "-o", "Acquire::Retries=3")
 HOST_SYSCTL = Path("/proc/sys/net/ipv4/ip_nonlocal_bind")
 
 
@@ -76,8 +78,8 @@ def installed(deb: Path) -> Iterator[Path]:
         sh("mount", "-t", "proc", "proc", proc)
         shutil.copy(deb, root / "tmp" / deb.name)
         before = HOST_SYSCTL.read_text()
-        in_root(root, "apt-get", "-q", "update")
-        in_root(root, "sh", "-c", f"cd /tmp && apt install -y -q ./{deb.name}")
+        in_root(root, "apt-get", *APT, "update")
+        in_root(root, "sh", "-c", f"cd /tmp && apt install -y {' '.join(APT)} ./{deb.name}")
         assert HOST_SYSCTL.read_text() == before, "the chroot's postinst changed a host sysctl"
         yield root
     finally:
@@ -146,7 +148,7 @@ def test_an_upgrade_keeps_the_edited_config_and_recompiles(installed: Path, deb:
     root = installed
     config = root / "etc/pgvip/pgvip.toml"
     config.write_text((REPO / "deploy/pgvip.toml").read_text() + "# edited by the operator\n")
-    in_root(root, "sh", "-c", f"cd /tmp && apt install -y -q --reinstall ./{deb.name}")
+    in_root(root, "sh", "-c", f"cd /tmp && apt install -y {' '.join(APT)} --reinstall ./{deb.name}")
     assert "edited by the operator" in config.read_text()  # no prompt, no overwrite
     assert not (root / "etc/pgvip/pgvip.toml.dpkg-new").exists()
     site = root / "usr/lib/pgvip/venv/lib"
@@ -161,14 +163,14 @@ def test_remove_keeps_the_config_and_purge_removes_it(installed: Path) -> None:
     root = installed
     config = root / "etc/pgvip/pgvip.toml"
     config.write_text((REPO / "deploy/pgvip.toml").read_text() + "# edited by the operator\n")
-    in_root(root, "apt-get", "remove", "-y", "-q", "pgvip")
+    in_root(root, "apt-get", "remove", "-y", *APT, "pgvip")
     assert not (root / "usr/bin/pgvip").exists()
     # prerm removed the bytecode postinst made, so nothing of the venv stays behind.
     assert not (root / "usr/lib/pgvip").exists()
     assert "edited by the operator" in config.read_text()
     status = in_root(root, "dpkg-query", "-W", "-f=${db:Status-Abbrev}", "pgvip")
     assert status.strip() == "rc"
-    in_root(root, "apt-get", "purge", "-y", "-q", "pgvip")
+    in_root(root, "apt-get", "purge", "-y", *APT, "pgvip")
     assert not (root / "etc/pgvip").exists()
     # Debian keeps system users on purge (files elsewhere may carry the uid).
     assert in_root(root, "getent", "passwd", "pgvip").startswith("pgvip:")
