@@ -140,6 +140,8 @@ def test_the_package_installs_the_unit_user_config_and_sysctl(installed: Path) -
     sysctl = (root / "usr/lib/sysctl.d/90-pgvip.conf").read_text()
     assert "net.ipv4.ip_nonlocal_bind = 1" in sysctl
     assert (root / "usr/bin/pgvip").resolve() == root / "usr/lib/pgvip/venv/bin/pgvip"
+    # What the unit and the defaults run besides pgvip: ExecReload's kill, reset_stale's nft.
+    assert (root / "bin/kill").is_file() and (root / "usr/sbin/nft").is_file()
 
 
 def test_an_upgrade_keeps_the_edited_config_and_recompiles(installed: Path, deb: Path) -> None:
