@@ -140,6 +140,12 @@ def test_the_package_installs_the_unit_user_config_and_sysctl(installed: Path) -
     sysctl = (root / "usr/lib/sysctl.d/90-pgvip.conf").read_text()
     assert "net.ipv4.ip_nonlocal_bind = 1" in sysctl
     assert (root / "usr/bin/pgvip").resolve() == root / "usr/lib/pgvip/venv/bin/pgvip"
+    # debian/copyright names the license of every bundled distribution.
+    bundled = (root / "usr/share/doc/pgvip/bundled-python-packages.txt").read_text().split()
+    names = {line.split("==")[0].lower().replace("_", "-") for line in bundled}
+    assert {"aiohttp", "pyroute2", "structlog", "prometheus-client", "psycopg"} <= names
+    copyright_text = (root / "usr/share/doc/pgvip/copyright").read_text().lower()
+    assert sorted(n for n in names if n not in copyright_text) == []
     # What the unit and the defaults run besides pgvip: ExecReload's kill, reset_stale's nft.
     assert (root / "bin/kill").is_file() and (root / "usr/sbin/nft").is_file()
 
