@@ -67,6 +67,7 @@ def instance_config(
         primary_address=source,
         preempt=cfg.vrrp.preempt,
         preempt_delay=cfg.vrrp.preempt_delay,
+        relisten_after_link=name == "ro",
     )
 
 

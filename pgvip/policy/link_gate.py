@@ -69,4 +69,5 @@ class LinkGate:
         return EligibilityChanged(
             eligible=self._patroni.eligible,
             reason=f"{self._patroni.reason}; {link.describe(self.ifname)} again",
+            relisten=True,
         )

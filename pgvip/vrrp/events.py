@@ -33,6 +33,9 @@ class EligibilityChanged:
 
     eligible: bool
     reason: str  # human text from the policy, e.g. "/primary 503"
+    # The interface was unusable until now: what was (not) heard meanwhile proves nothing
+    # about a master, so a Backup listens afresh (InstanceConfig.relisten_after_link).
+    relisten: bool = False
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,10 @@ class InstanceConfig:
     primary_address: IPAddress  # our own source address, used in the equal-priority tie-break
     preempt: bool = True
     preempt_delay: float = 0.0  # seconds; see VrrpInstance for when it applies
+    # After our link was down (EligibilityChanged.relisten), listen a full
+    # Master_Down_Interval before claiming: several nodes may be eligible at once (the RO
+    # VIP). The RW VIP's only eligible node is Patroni's leader, which need not wait.
+    relisten_after_link: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:

@@ -148,7 +148,11 @@ class Rules:
         mdi = self.master_down_interval
         # Never sooner than Skew_Time: it keeps concurrent backups ordered by priority.
         earliest = now + self.skew_time
-        if heard is None:
+        if event.relisten and self._config.relisten_after_link:
+            # Our link was down: silence meant nothing. A master may be up; hear it first.
+            deadline = now + mdi
+            why = f"the link was down: listening {_fmt(mdi)} for a master first"
+        elif heard is None:
             listened = now - self._created_at
             deadline = max(self._created_at + mdi, earliest)
             if listened >= mdi:

@@ -97,11 +97,14 @@ async def watch_ports(
     clock: Callable[[], float],
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     check: Callable[..., Awaitable[ProbeResult]] = check_port,
+    local: Callable[[], Sequence[Target]] = list,
 ) -> None:
     """Every `interval`, check the ports of `targets()` (the backends in rotation; empty when
     not directing) concurrently; call `on_refused` for each refusal, and for a backend whose
-    connects went unanswered UNANSWERED_LIMIT times in a row. Runs until cancelled; other
-    doubts (no route, a reset) are left to the probe rounds and ro.fall."""
+    connects went unanswered UNANSWERED_LIMIT times in a row, unless it is this node's own
+    (`local()`): a connect to ourselves that times out means a starved host, not a gone one,
+    and `watch_local` watches it anyway. Runs until cancelled; other doubts (no route, a
+    reset) are left to the probe rounds and ro.fall."""
     unanswered: dict[tuple[str, str, int], int] = {}
     while True:
         current = list(targets())
@@ -109,8 +112,9 @@ async def watch_ports(
             results = await asyncio.gather(
                 *(check(m, h, p, timeout=timeout, clock=clock) for m, h, p in current)
             )
+            ours = set(local())
             for target, r in zip(current, results, strict=True):
-                silent = not r.ok and TIMEOUT_TEXT in r.reason
+                silent = not r.ok and TIMEOUT_TEXT in r.reason and target not in ours
                 unanswered[target] = unanswered.get(target, 0) + 1 if silent else 0
                 if r.definitive:
                     on_refused(r)
@@ -186,7 +190,8 @@ async def port_watch(
         return
     watch_timeout = min(timeout, WATCH_TIMEOUT)
     tasks = [asyncio.create_task(
-        watch_ports(targets, on_refused, interval=interval, timeout=watch_timeout, clock=clock)
+        watch_ports(targets, on_refused, interval=interval, timeout=watch_timeout, clock=clock,
+                    local=local)
     )]  # fmt: skip
     if log is not None:
         tasks.append(asyncio.create_task(

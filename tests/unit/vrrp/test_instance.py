@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
 import pytest
@@ -199,6 +200,28 @@ def test_fault_with_stale_master_takes_over_after_skew() -> None:
     d.adverts(200, 2, start=0.5, end=10.0)
     transition = only_transition(d.at(20.0, ELIGIBLE))
     assert "no master heard for 10.50s (last was 10.20.30.52)" in transition.reason
+    assert d.instance.next_deadline() == pytest.approx(20.0 + SKEW_150)
+
+
+def test_after_a_link_fault_a_backup_listens_a_full_interval_before_claiming() -> None:
+    """Its link was down, so it heard nobody: that silence proves no master is gone. With
+    relisten it waits Master_Down_Interval and, hearing the master, never claims."""
+    d = driver(150)
+    d.at(0.0, INELIGIBLE)
+    d.at(20.0, EligibilityChanged(True, "/patroni running; eth0 is up again", relisten=True))
+    assert d.instance.next_deadline() == pytest.approx(20.0 + MDI_150)
+    assert "the link was down: listening" in d.transitions()[-1][1].reason
+    d.adverts(150, 2, start=20.5, end=40.0)  # the master that kept the VIP meanwhile
+    d.advance(40.0)
+    assert d.became(State.MASTER) == []
+
+
+def test_without_relisten_after_link_the_silence_counts() -> None:
+    """The RW VIP's instance (relisten_after_link False): its only eligible node is Patroni's
+    leader, which takes the VIP back after Skew_Time."""
+    d = Driver(VrrpInstance(replace(make_config(1, 150), relisten_after_link=False), 0.0))
+    d.at(0.0, INELIGIBLE)
+    d.at(20.0, EligibilityChanged(True, "/primary 200; eth0 is up again", relisten=True))
     assert d.instance.next_deadline() == pytest.approx(20.0 + SKEW_150)
 
 

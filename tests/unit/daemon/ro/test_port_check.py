@@ -317,10 +317,12 @@ async def test_a_backend_whose_connects_go_unanswered_twice_in_a_row_is_taken_ou
             raise asyncio.CancelledError
 
     refused: list[ProbeResult] = []
-    targets = [("p2", "10.0.0.2", 5432), ("p3", "10.0.0.3", 5432)]
+    targets = [("p2", "10.0.0.2", 5432), ("p3", "10.0.0.3", 5432), ("p1", "10.0.0.1", 5432)]
+    script["p1"] = ["silent"] * 5  # this node itself: a starved host, never "gone"
     with pytest.raises(asyncio.CancelledError):
         await watch_ports(lambda: targets, refused.append, interval=0.2, timeout=0.3,
-                          clock=lambda: 7.0, sleep=sleep, check=check)  # fmt: skip
+                          clock=lambda: 7.0, sleep=sleep, check=check,
+                          local=lambda: targets[2:])  # fmt: skip
     assert [r.member for r in refused] == ["p2", "p2"]  # after checks 2 and 4
     assert refused[0].definitive and not refused[0].ok
     assert refused[0].reason == (
