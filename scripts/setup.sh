@@ -20,6 +20,7 @@ apt_packages=(
     keepalived haproxy arping iputils-ping curl jq util-linux procps
     python3 python3-venv python3-dev python3-yaml shellcheck ruby
     qemu-system-x86 linux-image-amd64 busybox-static ipvsadm
+    systemd-container debootstrap
 )
 
 if [[ ${PGVIP_SKIP_APT:-0} != 1 ]]; then
