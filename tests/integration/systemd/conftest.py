@@ -23,6 +23,7 @@ SOURCE = "192.0.2.51"
 UNIT = "pgvip.service"
 DROPIN_DIR = "/etc/systemd/system/pgvip.service.d"
 CONFIG = "/etc/pgvip/pgvip.toml"
+STATE = "/etc/pgvip-test/patroni-state.json"  # what the stand-in Patroni answers
 # Lines for the end-of-run summary (boot time, security scores), filled by the fixtures/tests.
 SUMMARY: list[str] = []
 
@@ -73,9 +74,11 @@ class Pgvip:
         self.cursor = ""
 
     def reset(self) -> None:
-        self.m.sh(f"systemctl stop {UNIT}; systemctl reset-failed {UNIT}; rm -rf {DROPIN_DIR}"
+        self.m.sh(f"systemctl stop {UNIT} fake-postgres; systemctl reset-failed {UNIT}"
+                  f"; rm -rf {DROPIN_DIR}"
                   "; systemctl daemon-reload", check=False)  # fmt: skip
         self.m.write(CONFIG, render_config())
+        self.m.write(STATE, json.dumps({"primary": 200}))
         self.cursor = self.m.cursor()  # journal entries of this test only
 
     def dropin(self, name: str, text: str) -> None:
