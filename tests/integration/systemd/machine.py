@@ -2,9 +2,11 @@
 way a package would install it, for the tests that run deploy/pgvip.service for real.
 
 Layers:
-- the base root: debootstrap + the apt packages below + a `pgvip` system user + a venv with
-  pgvip's dependencies, cached in /var/cache/pgvip/systemd-root/<key>/ (PGVIP_SYSTEMD_CACHE)
-  and rebuilt when its inputs change;
+- the OS root: debootstrap + the apt packages below, cached in
+  /var/cache/pgvip/systemd-root/os-<key>/ (PGVIP_SYSTEMD_CACHE), rebuilt when they change
+  (~35-145 s here, mostly downloads);
+- the base root: a copy of that plus a venv with pgvip's dependencies (which also runs the
+  stand-in Patroni), rebuilt when pyproject.toml changes (~10 s);
 - per boot: an overlayfs over the base (the base stays pristine), into which the
   installer puts pgvip (`WheelInstall`, or `DebInstall` when PGVIP_SYSTEMD_DEB names a
   .deb), the stand-in Patroni as `patroni.service`, and whatever files the test writes.
@@ -12,6 +14,10 @@ Layers:
 Every nspawn runs in a cgroup of its own (this host has no systemd: without one, nspawn
 would create `payload/` in the root cgroup, shared by every container on the machine).
 The container has its own network namespace with only `lo` until a test adds links.
+
+Both installers leave the same layout (/usr/bin/pgvip, /lib/systemd/system/pgvip.service,
+/etc/pgvip/, user pgvip, the unit not enabled), so the tests do not care which ran.
+PGVIP_SYSTEMD_DEB=dist/pgvip_*.deb runs them on the Debian package.
 """
 
 from __future__ import annotations
@@ -100,10 +106,18 @@ def nspawn(root: Path, *args: str, timeout: float = 600, network: bool = True) -
         return run([*cmd, "--", *args], timeout=timeout, preexec_fn=lambda: _enter(cgroups))
 
 
+def _key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps([BASE_VERSION, *parts]).encode()).hexdigest()[:16]
+
+
+def os_key() -> str:
+    """The debootstrapped root: the suite and the packages."""
+    return "os-" + _key(SUITE, MIRROR, PACKAGES)
+
+
 def base_key() -> str:
-    pyproject = (REPO / "pyproject.toml").read_text()
-    stuff = json.dumps([BASE_VERSION, SUITE, MIRROR, PACKAGES, pyproject])
-    return hashlib.sha256(stuff.encode()).hexdigest()[:16]
+    """The base root: that, plus the venv of pgvip's dependencies."""
+    return _key(os_key(), (REPO / "pyproject.toml").read_text())
 
 
 def build_wheel(out: Path) -> Path:
@@ -122,25 +136,30 @@ def build_wheel(out: Path) -> Path:
 
 
 def base_root(progress: object = print) -> Path:
-    """The cached base root, built first if needed (under a lock: sessions may race)."""
-    key = base_key()
+    """The cached base root, built first if needed (under a lock: sessions may race).
+    A change of pyproject.toml rebuilds only the venv, on a copy of the debootstrapped root."""
+    say = progress if callable(progress) else print
+    key, os_dir = base_key(), CACHE / os_key()
     root = CACHE / key / "root"
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (CACHE / key / "done").exists():
             return root
-        say = progress if callable(progress) else print
         started = time.monotonic()
-        if not (CACHE / key / "debootstrapped").exists():
-            shutil.rmtree(CACHE / key, ignore_errors=True)
-            (CACHE / key).mkdir()
-            say(f"systemd root: debootstrap {SUITE} into {root} ...")
+        if not (os_dir / "done").exists():
+            shutil.rmtree(os_dir, ignore_errors=True)
+            os_dir.mkdir()
+            say(f"systemd root: debootstrap {SUITE} into {os_dir / 'root'} ...")
             run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-                 SUITE, str(root), MIRROR], timeout=900)  # fmt: skip
-            (CACHE / key / "debootstrapped").write_text(str(time.time()))
-        # Empty: systemd makes a fresh machine-id at every boot of an overlay.
-        (root / "etc/machine-id").write_text("")
+                 SUITE, str(os_dir / "root"), MIRROR], timeout=900)  # fmt: skip
+            # Empty: systemd makes a fresh machine-id at every boot of an overlay.
+            (os_dir / "root/etc/machine-id").write_text("")
+            run(["chroot", str(os_dir / "root"), "apt-get", "clean"])
+            (os_dir / "done").write_text(str(time.time()))
+        shutil.rmtree(CACHE / key, ignore_errors=True)
+        (CACHE / key).mkdir()
+        run(["cp", "-a", "--reflink=auto", str(os_dir / "root"), str(root)])
         # The dependencies come as wheels fetched by the host's pip (with its index, proxy
         # and CA settings; the same CPython 3.11 as Debian 12's): the root needs no index.
         with tempfile.TemporaryDirectory(dir=root / "var/tmp") as tmp:
@@ -149,12 +168,11 @@ def base_root(progress: object = print) -> Path:
             inside = "/" + str(Path(tmp).relative_to(root))
             nspawn(root, "/bin/sh", "-ec",
                    f"python3 -m venv {VENV} && {VENV}/bin/pip install -q --no-index "
-                   f"--find-links {inside} pgvip && apt-get clean", network=False)  # fmt: skip
+                   f"--find-links {inside} pgvip", network=False)  # fmt: skip
         say(f"systemd root: built in {time.monotonic() - started:.0f} s")
         (CACHE / key / "done").write_text(str(time.time()))
-        # Older bases are garbage now.
-        for old in CACHE.iterdir():
-            if old.is_dir() and old.name != key:
+        for old in CACHE.iterdir():  # older bases are garbage now
+            if old.is_dir() and old.name not in (key, os_dir.name):
                 shutil.rmtree(old, ignore_errors=True)
     return root
 

@@ -58,13 +58,15 @@ def test_the_watchdog_restarts_a_stalled_daemon(pgvip: Pgvip) -> None:
     time.sleep(4)  # longer than WatchdogSec: a healthy daemon keeps pinging
     assert pgvip.prop("NRestarts") == "0"
     assert pgvip.main_pid() == first
+    stopped = time.time()  # the container shares the host's clock
     pgvip.m.sh(f"kill -STOP {first}")
-    stopped = time.monotonic()
-    wait_for(lambda: pgvip.main_pid() not in (0, first), 15, "a new main PID")
-    took = time.monotonic() - stopped
-    assert 1.0 < took < 3 + 1 + 3, f"watchdog restart after {took:.1f} s"
-    messages = pgvip.messages()
-    assert any("Watchdog timeout (limit 3s)!" in msg for msg in messages), messages
+    wait_for(lambda: pgvip.main_pid() not in (0, first), 20, "a new main PID")
+    entries = pgvip.journal()
+    messages = [str(e.get("MESSAGE", "")) for e in entries]
+    [timeout] = [e for e in entries if "Watchdog timeout (limit 3s)!" in str(e.get("MESSAGE"))]
+    # The last ping came at most WatchdogSec/2 before the stop; journald stamps on arrival.
+    fired = int(timeout["__REALTIME_TIMESTAMP"]) / 1e6 - stopped
+    assert 3 / 2 - 0.3 < fired < 3 + 1, f"watchdog fired {fired:.2f} s after SIGSTOP"
     assert any("Failed with result 'watchdog'" in msg for msg in messages), messages
     assert any(f"pgvip: released {VIP}/24" in msg for msg in messages), messages
     assert pgvip.prop("NRestarts") == "1"
@@ -136,8 +138,8 @@ def test_reload_applies_a_new_poll_interval_without_dropping_the_vip(pgvip: Pgvi
         sampler.join(5)
     assert pgvip.main_pid() == pid
     assert pgvip.events("reload: applied without re-election")
-    assert 6 < fast < 12, f"{fast:.1f} polls/s at poll_interval 0.1"
-    assert 1 < slow < 2.5, f"{slow:.1f} polls/s at poll_interval 0.5"
+    # ~10/s before and ~2/s after; loose bounds, as the CI machine may be busy.
+    assert fast > 3 * slow and 1 < slow <= 2.5, f"{fast:.1f} then {slow:.1f} polls/s"
     assert len(samples) > 50 and all(samples), "the VIP was missing during the reload"
 
 
