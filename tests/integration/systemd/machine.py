@@ -308,7 +308,6 @@ def booted(name: str, prepare: object = None, *, boot_timeout: float = 60) -> It
         d.mkdir()
     run(["mount", "-t", "overlay", "overlay", "-o",
          f"lowerdir={base},upperdir={upper},workdir={scratch}", str(merged)])  # fmt: skip
-    proc: subprocess.Popen[bytes] | None = None
     netns_link = Path("/run/netns") / name
     try:
         installer(work).install(merged)
@@ -324,24 +323,24 @@ def booted(name: str, prepare: object = None, *, boot_timeout: float = 60) -> It
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=lambda: _enter(cgroups), start_new_session=True,
             )  # fmt: skip
-            machine = Machine(name, merged, proc, _leader(proc.pid, 10), log_path)
-            _wait_booted(machine, boot_timeout)
-            machine.boot_seconds = time.monotonic() - started
-            netns_link.parent.mkdir(exist_ok=True)
-            netns_link.touch()
-            run(["mount", "--bind", f"/proc/{machine.leader}/ns/net", str(netns_link)])
-            machine.netns = name
+            leader = 0
             try:
+                leader = _leader(proc.pid, 10)
+                machine = Machine(name, merged, proc, leader, log_path)
+                _wait_booted(machine, boot_timeout)
+                machine.boot_seconds = time.monotonic() - started
+                netns_link.parent.mkdir(exist_ok=True)
+                netns_link.touch()
+                run(["mount", "--bind", f"/proc/{machine.leader}/ns/net", str(netns_link)])
+                machine.netns = name
                 yield machine
             finally:
-                _shutdown(proc)
-                proc = None
+                # Inside own_cgroup: its cgroups can go only once the container is gone.
+                _shutdown(proc, leader)
     finally:
         if netns_link.exists():
             subprocess.run(["umount", str(netns_link)], capture_output=True, check=False)
             netns_link.unlink(missing_ok=True)
-        if proc is not None:
-            _shutdown(proc)
         subprocess.run(["umount", str(merged)], capture_output=True, check=False)
         shutil.rmtree(work, ignore_errors=True)
 
@@ -374,9 +373,10 @@ def _wait_booted(machine: Machine, timeout: float) -> None:
     raise MachineError(f"{machine.name} did not boot ({last!r}); console:\n{tail}")
 
 
-def _shutdown(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    """SIGTERM makes nspawn halt the container cleanly; SIGKILL if that takes too long
-    (killing nspawn kills the container's PID namespace with it)."""
+def _shutdown(proc: subprocess.Popen[bytes], leader: int, timeout: float = 15) -> None:
+    """SIGTERM makes nspawn halt the container cleanly. If nspawn is still there after
+    `timeout`, or went without its container (seen when stopped mid-boot), SIGKILL the
+    container's PID 1, which takes every process of its PID namespace with it."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -384,3 +384,20 @@ def _shutdown(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+    if leader and _is_container_init(leader):
+        os.kill(leader, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{leader}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def _is_container_init(pid: int) -> bool:
+    """Still the container's systemd (not a recycled PID): PID 1 of its own namespace."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    nspid = next(
+        (line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), []
+    )
+    return nspid[-1:] == ["1"] and len(nspid) > 1
