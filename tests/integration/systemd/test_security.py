@@ -90,3 +90,18 @@ def test_without_its_read_write_path_the_sandbox_blocks_the_sysctl_writes(pgvip:
     wait_for(lambda: "Read-only file system" in "\n".join(pgvip.messages()), 15,
              "a refused sysctl write in the journal")  # fmt: skip
     assert pgvip.m.host_net("cat", "/proc/sys/net/ipv4/ip_forward").strip() == "0"
+
+
+def test_a_notify_command_runs_inside_the_sandbox(pgvip: Pgvip) -> None:
+    # fork/exec of a child under SystemCallFilter=, and the one place it may write.
+    pgvip.m.write("/usr/local/bin/pgvip-notify-test",
+                  '#!/bin/sh\necho "$@" >> /run/pgvip/notify.log\n')  # fmt: skip
+    pgvip.m.sh("chmod 755 /usr/local/bin/pgvip-notify-test")
+    config = render_config() + '\n[notify]\ncommand = "/usr/local/bin/pgvip-notify-test"\n'
+    pgvip.m.write("/etc/pgvip/pgvip.toml", config)
+    pgvip.start()
+    pgvip.wait_vip()
+    log = "/run/pgvip/notify.log"
+    wait_for(lambda: "rw MASTER" in pgvip.m.sh(f"cat {log}", check=False), 10, "the notify call")
+    # UMask=0077: what the service creates is private to pgvip.
+    assert pgvip.m.sh(f"stat -c '%U %a' {log}").split() == ["pgvip", "600"]
