@@ -50,7 +50,10 @@ PACKAGES = (
 VENV = "/opt/pgvip/venv"  # where WheelInstall puts pgvip; /usr/bin/pgvip points into it
 UNIT_PATH = "/lib/systemd/system/pgvip.service"  # where the Debian package puts the unit
 BASE_VERSION = "1"  # bump when the base recipe changes in a way the key does not see
+# Hybrid (this machine): cgroup2 on unified/ and systemd's own v1 tree. Pure cgroup2: the top.
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup/systemd"))
+if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+    CGROUP_ROOTS = (Path("/sys/fs/cgroup"),)
 
 
 class MachineError(RuntimeError):
