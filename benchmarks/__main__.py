@@ -59,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="replica stop/start events in the RO phase (default %(default)s)",
     )
     run.add_argument(
+        "--replica-kills",
+        type=int,
+        default=d.replica_kills,
+        help="kill -9 of a replica's postmaster in the RO phase (default %(default)s)",
+    )
+    run.add_argument(
+        "--replica-gone",
+        type=int,
+        default=d.replica_gone,
+        help="a replica's node cut off the switch for 5 s in the RO phase (default %(default)s)",
+    )
+    run.add_argument(
         "--replica-drains",
         type=int,
         default=d.replica_drains,
@@ -149,6 +161,8 @@ def settings_from(args: argparse.Namespace) -> object:
         ro=not args.no_ro,
         pgvip_ro=not args.no_pgvip_ro,
         replica_restarts=args.replica_restarts,
+        replica_kills=args.replica_kills,
+        replica_gone=args.replica_gone,
         replica_drains=args.replica_drains,
         app_models=list(args.app_models),
         pgbench_clients=args.clients,

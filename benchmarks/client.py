@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from benchmarks.app_clients import (
+from pgvip.lab.app_clients import (
     CONNECT_DEADLINE,
     MODELS,
     PATH_PREFIX,
@@ -203,7 +203,7 @@ class Client(SampleLoop):
 
 
 class AppClients:
-    """The application-model clients of one run (see benchmarks/app_clients.py)."""
+    """The application-model clients of one run (see pgvip/lab/app_clients.py)."""
 
     def __init__(self, cfg: ClientConfig, watch: Any, out: TextIO) -> None:
         self.cfg, self.watch, self.out = cfg, watch, out

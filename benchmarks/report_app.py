@@ -1,5 +1,5 @@
 """The report's application view (issue 12): what clients that connect the way applications do
-saw in each RW event (benchmarks/app_clients.py), the RO events counted by every failed read,
+saw in each RW event (pgvip/lab/app_clients.py), the RO events counted by every failed read,
 and the goals they are read against. Results files from before the app clients have no "app"
 records; their sections are simply absent."""
 
@@ -104,39 +104,54 @@ def _app(c: Mapping[str, Any]) -> str:
     return "—" if a is None else f"{a['count']} over {a['window']:.2f} s"
 
 
+AWAY_TITLES = {
+    "replica-restart": "Replica stopped (Patroni SIGTERM: PostgreSQL's fast shutdown) for 3 s "
+    "and restarted",
+    "replica-pg-kill": "Replica's postmaster killed (kill -9); Patroni restarts it",
+    "replica-gone": "Replica's whole node cut off the switch for 5 s (as a power cut), then healed",
+}
+
+
+def _away(events: Sequence[Any], scenario: str) -> list[Any]:
+    return [e for e in events if e.get("scenario", "replica-restart") == scenario]
+
+
 def ro_event_sections(doc: Mapping[str, Any]) -> list[str]:
-    """The RO events (replica restarts and drains): every event, then per contender the
+    """The RO events (replicas taken away, and drains): every event, then per contender the
     medians the goals are read against."""
     events = (doc.get("ro") or {}).get("events", [])
     interval = doc.get("settings", {}).get("interval", 0.02) * 1000
     lines: list[str] = []
-    restarts = [e for e in events if e.get("scenario", "replica-restart") == "replica-restart"]
     drains = [e for e in events if e.get("scenario") == "replica-drain"]
     rows: list[tuple[str, ...]]
-    if restarts:
+    for scenario, title in AWAY_TITLES.items():
+        away = _away(events, scenario)
+        if not away:
+            continue
         rows = []
-        for e in restarts:
+        for e in away:
+            flag = e.get("director")
+            director = "—" if flag is None else ("yes" if flag else "no")
             if "error" in e:
-                rows.append((str(e.get("id")), e.get("detail", ""), "—", "error",
-                             e["error"][:80], "—", "—", "—"))  # fmt: skip
+                rows.append((str(e.get("id")), e.get("detail", ""), director, "—", "error",
+                             e["error"][:80], "—", "—", "—", "—"))  # fmt: skip
                 continue
             for name, c in e.get("contenders", {}).items():
                 count, window = _ro_count(c)
                 back = c.get("reincluded_after")
                 rows.append((
-                    str(e.get("id")), e.get("detail", ""), name, str(count),
+                    str(e.get("id")), e.get("detail", ""), director, name, str(count),
                     fmt_s(window), _app(c), fmt_s(c["path"]["gap"]),
                     fmt_s(back, " s", True) if back is not None else "not within 20 s",
                     ", ".join(f"{k}: {v}" for k, v in sorted(c.get("served", {}).items())),
                 ))  # fmt: skip
-        header = ["#", "replica", "contender", "failed reads (sampler)",
+        header = ["#", "replica", "pgvip's RO director?", "contender", "failed reads (sampler)",
                   "sampler first-to-last failure", "app reader: failed over",
                   "read gap (until 1 s clean)", "first read to it after Patroni ready",
                   "reads served per node"]  # fmt: skip
-        lines += [f"Replica stopped (Patroni SIGTERM) for 3 s and restarted; the sampler reads "
-                  f"every {interval:.0f} ms through every RO contender at once, and the app "
-                  "reader opens a new connection per read (1 s deadline, paced 10–30 ms):",
-                  ""] + table(header, rows) + [""]  # fmt: skip
+        lines += [f"{title}; the sampler reads every {interval:.0f} ms through every RO "
+                  "contender at once, and the app reader opens a new connection per read (1 s "
+                  "deadline, paced 10–30 ms):", ""] + table(header, rows) + [""]  # fmt: skip
     if drains:
         rows = []
         for e in drains:
@@ -164,32 +179,40 @@ def ro_event_sections(doc: Mapping[str, Any]) -> list[str]:
         lines += ["Replica drained on purpose (Patroni tag `noloadbalance` set, held 3 s after "
                   "every contender stopped sending it reads, then cleared):",
                   ""] + table(header, rows) + [""]  # fmt: skip
-    return lines + _ro_summary(restarts, drains)
+    return lines + _ro_summary(events, drains)
 
 
-def _ro_summary(restarts: Sequence[Any], drains: Sequence[Any]) -> list[str]:
+def _ro_summary(events: Sequence[Any], drains: Sequence[Any]) -> list[str]:
     rows = []
-    names = list(dict.fromkeys(n for e in [*restarts, *drains] for n in e.get("contenders", {})))
+    names = list(dict.fromkeys(n for e in events for n in e.get("contenders", {})))
     for name in names:
-        rs = [e["contenders"][name] for e in restarts if name in e.get("contenders", {})]
+        for scenario in AWAY_TITLES:
+            rs = [e["contenders"][name] for e in _away(events, scenario)
+                  if name in e.get("contenders", {})]  # fmt: skip
+            if not rs:
+                continue
+            app_r = [c["app"] for c in rs if "app" in c]
+            timeouts = sum(int(a.get("kinds", {}).get("timeout", 0)) for a in app_r)
+            rows.append((
+                name, scenario, str(len(rs)),
+                _p50_max([float(a["count"]) for a in app_r]),
+                _p50_max([float(a["window"]) for a in app_r], "{:.2f}"),
+                str(timeouts) if app_r else "—",
+                _p50_max([float(_ro_count(c)[0]) for c in rs]),
+            ))  # fmt: skip
         ds = [e["contenders"][name] for e in drains if name in e.get("contenders", {})]
-        app_r = [c["app"] for c in rs if "app" in c]
-        app_d = [c["app"] for c in ds if "app" in c]
-        rows.append((
-            name, str(len(rs)),
-            _p50_max([float(a["count"]) for a in app_r]),
-            _p50_max([float(a["window"]) for a in app_r], "{:.2f}"),
-            _p50_max([float(_ro_count(c)[0]) for c in rs]),
-            str(len(ds)),
-            str(sum(int(a["count"]) for a in app_d)) if app_d else "—",
-            str(sum(int(c["failures"]["count"]) for c in ds)) if ds else "—",
-        ))  # fmt: skip
+        if ds:
+            app_d = [c["app"] for c in ds if "app" in c]
+            rows.append((
+                name, "replica-drain", str(len(ds)),
+                str(sum(int(a["count"]) for a in app_d)) + " (all)" if app_d else "—", "—", "—",
+                str(sum(int(c["failures"]["count"]) for c in ds)) + " (all)",
+            ))  # fmt: skip
     if not rows:
         return []
-    header = ["contender", "restarts", "app reader failed reads p50 / max",
-              "app reader first-to-last failure p50 / max (s)", "sampler failed reads p50 / max",
-              "drains", "app reader failed reads (all drains)",
-              "sampler failed reads (all drains)"]  # fmt: skip
+    header = ["contender", "event", "n", "app reader failed reads p50 / max",
+              "app reader first-to-last failure p50 / max (s)",
+              "app reader timeouts (all events)", "sampler failed reads p50 / max"]  # fmt: skip
     return ["RO events per contender:", ""] + table(header, rows) + [""]
 
 
@@ -219,14 +242,16 @@ def goals(doc: Mapping[str, Any]) -> list[str]:
                          "met" if lost == 0 else "**missed**"))  # fmt: skip
     events = (doc.get("ro") or {}).get("events", [])
     for name in PGVIP:
-        rs = [e["contenders"][name]["app"] for e in events
-              if e.get("scenario", "replica-restart") == "replica-restart"
-              and "app" in e.get("contenders", {}).get(name, {})]  # fmt: skip
-        if rs:
+        for scenario, what in (("replica-restart", "replica stopped"),
+                               ("replica-pg-kill", "replica's postmaster killed")):  # fmt: skip
+            rs = [e["contenders"][name]["app"] for e in _away(events, scenario)
+                  if "app" in e.get("contenders", {}).get(name, {})]  # fmt: skip
+            if not rs:
+                continue
             w = percentile([float(a["window"]) for a in rs], 50)
             n = percentile([float(a["count"]) for a in rs], 50)
             met = w <= RO_STOP_WINDOW and n <= RO_STOP_READS
-            rows.append((f"{name}: replica stopped, ≤ {RO_STOP_WINDOW} s first-to-last failed "
+            rows.append((f"{name}: {what}, ≤ {RO_STOP_WINDOW} s first-to-last failed "
                          f"read and ≤ {RO_STOP_READS} failed reads (medians)",
                          f"{w:.2f} s, {n:.0f} reads (n = {len(rs)})",
                          "met" if met else "**missed**"))  # fmt: skip

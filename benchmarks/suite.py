@@ -24,15 +24,8 @@ from benchmarks.contenders import Contender, ContenderError, Endpoint
 from benchmarks.contenders.keepalived import KeepalivedSettings
 from benchmarks.contenders.registry import UNAVAILABLE, make, make_all
 from benchmarks.recorder import REPO_ROOT, ChangePoller, ClientRun, RecorderError
-from benchmarks.ro_throughput import (
-    ThroughputError,
-    init_pgbench,
-    measure_balance,
-    run_pgbench,
-    run_replica_drain,
-    run_replica_restart,
-    wait_ro_ready,
-)
+from benchmarks.ro_events import WAYS, run_replica_drain, run_replica_restart, wait_ro_ready
+from benchmarks.ro_throughput import ThroughputError, init_pgbench, measure_balance, run_pgbench
 from benchmarks.switchover import (
     ScenarioError,
     Timing,
@@ -70,8 +63,10 @@ class Settings:
     ro: bool = True
     pgvip_ro: bool = True  # also try pgvip's RO VIP in the RO phase
     replica_restarts: int = 9
+    replica_kills: int = 3  # kill -9 of a replica's postmaster
+    replica_gone: int = 3  # a replica's node cut off the switch for 5 s
     replica_drains: int = 3
-    # Application-model clients beside the sampler (benchmarks/app_clients.py).
+    # Application-model clients beside the sampler (pgvip/lab/app_clients.py).
     app_models: list[str] = field(default_factory=lambda: ["persistent", "libpq", "pool"])
     pgbench_clients: int = 4
     pgbench_seconds: int = 15
@@ -102,7 +97,7 @@ class Settings:
             make(name)  # ContenderError names the unknown one
         if self.pgbench_clients < 2:
             raise SuiteError("--clients must be >= 2 (the direct run splits them over 2 replicas)")
-        from benchmarks.app_clients import MODELS
+        from pgvip.lab.app_clients import MODELS
 
         unknown = [m for m in self.app_models if m not in MODELS]
         if unknown:
@@ -481,7 +476,8 @@ class Suite:
                 ro["balance"][c.name] = bal
                 self.log(f"  balance {c.name}: {bal['counts']} errors {bal['errors']}")
             self.save()
-            if available and (self.s.replica_restarts > 0 or self.s.replica_drains > 0):
+            if available and (self.s.replica_restarts + self.s.replica_kills
+                              + self.s.replica_gone + self.s.replica_drains > 0):  # fmt: skip
                 self._replica_restarts(available, ro)
         except (ThroughputError, ScenarioError) as exc:
             self.results["errors"].append(f"RO phase: {exc}")
@@ -500,20 +496,23 @@ class Suite:
             interval=self.s.interval, timeout=self.s.timeout, read_app=bool(self.s.app_models),
         ) as client:  # fmt: skip
             time.sleep(self.s.baseline)
-            for k in range(self.s.replica_restarts):
+            ways = (["stop"] * self.s.replica_restarts + ["kill-postgres"] * self.s.replica_kills
+                    + ["gone"] * self.s.replica_gone)  # fmt: skip
+            for k, how in enumerate(ways):
                 leader = lab.leader()
                 reps = replicas(lab, leader)
                 if not reps:
-                    raise ScenarioError("no streaming replica to restart")
+                    raise ScenarioError("no streaming replica to take away")
                 node = reps[k % len(reps)]
                 time.sleep(self._pause())
                 try:
                     record = run_replica_restart(
-                        lab, available, client, node, timing=self.s.timing(), log=self.log
-                    )
+                        lab, available, client, node, how=how, timing=self.s.timing(),
+                        log=self.log,
+                    )  # fmt: skip
                 except ScenarioError as exc:
-                    self.log(f"  replica-restart FAILED: {exc}")
-                    record = {"scenario": "replica-restart", "detail": node, "error": str(exc)}
+                    self.log(f"  {WAYS[how]} FAILED: {exc}")
+                    record = {"scenario": WAYS[how], "detail": node, "error": str(exc)}
                     lab.reset(timeout=120)
                 record["id"] = k + 1
                 record["jitter_s"] = round(self._last_pause, 3)
@@ -534,7 +533,7 @@ class Suite:
                     record = {"scenario": "replica-drain", "detail": node, "error": str(exc)}
                     with contextlib.suppress(LabError):
                         lab.set_tag(node, "noloadbalance", False)
-                record["id"] = self.s.replica_restarts + k + 1
+                record["id"] = len(ways) + k + 1
                 ro["events"].append(record)
                 time.sleep(self.s.baseline)
 

@@ -84,8 +84,19 @@ def main() -> None:
 @main.command("check-config")
 @config_options
 def check_config(config_path: str | None, **flags: Any) -> None:
-    """Validate the configuration without touching the network (exit 2 if invalid)."""
+    """Validate the configuration without touching the network (exit 2 if invalid).
+
+    Also refuses what another pgvip instance running on this host already holds (its VRID,
+    VIP or status port), as `run` would; not checked while this instance itself runs.
+    """
+    from pgvip.daemon.host_state import conflicts
+
     config = _load_buildable(config_path, flags)
+    clashes = conflicts(config)
+    for clash in clashes:
+        click.echo(f"pgvip: {clash}", err=True)
+    if clashes:
+        sys.exit(EXIT_USAGE)
     ro = f", ro {config.ro.vip} vrid {config.ro.vrid}" if config.ro.vip is not None else ""
     click.echo(
         f"pgvip: configuration OK (rw {config.rw.vip} vrid {config.rw.vrid}{ro} "
@@ -174,68 +185,72 @@ def run(config_path: str | None, **flags: Any) -> None:
     help="take the interface (and the RO VIP's IPVS service) from this config file",
 )
 def release(interfaces: tuple[str, ...], config_path: str | None) -> None:
-    """Remove every address (and balancer state) pgvip created; for ExecStopPost.
+    """Remove the addresses (and balancer state) pgvip created; for ExecStopPost.
 
-    Give --interface, --config, or both. With --config, the IPVS service of the configured
-    RO VIP is removed too (a crashed daemon cannot say which service was its own).
+    With --config, only that config's instance (two clusters on one host each keep theirs):
+    its VIPs on its interface, lo and any --interface, its nftables tables (named after
+    instance.name) and the IPVS service of its RO VIP (a crashed daemon cannot say which
+    service was its own). With --interface alone, a host-wide clean-up: every pgvip address on
+    those interfaces and lo, and the nftables tables of every pgvip instance.
     """
     import asyncio
 
     from pgvip.dataplane.addresses import AddressError, release_all
+    from pgvip.naming import StateNames
 
     ipvs_service: tuple[Any, int] | None = None
+    names: StateNames | None = None
+    only: set[Any] | None = None
     if config_path is not None:
         config = _load(config_path, {})
         interfaces = tuple(dict.fromkeys((*interfaces, config.vrrp.interface)))
+        names = StateNames(config.instance.name)
+        only = {config.rw.vip.ip}
         if config.ro.vip is not None:
             ipvs_service = (config.ro.vip.ip, config.ro.port)
+            only.add(config.ro.vip.ip)
     if not interfaces:
         _fail("give --interface IFNAME or --config FILE: which interface to clean")
     removed: list[Any] = []
     for ifname in interfaces:
         try:
-            removed += asyncio.run(release_all(ifname, extra_ifnames=("lo",)))
+            removed += asyncio.run(release_all(ifname, extra_ifnames=("lo",), only=only))
         except AddressError as exc:
             _fail(str(exc))
     for addr in removed:
         click.echo(f"pgvip: released {addr}")
     from pgvip.dataplane.balancer import LoadBalancerError
     from pgvip.dataplane.balancer.choice import ipvs_available
-    from pgvip.dataplane.balancer.nftables import NftablesLoadBalancer, find_nft
+    from pgvip.dataplane.balancer.nftables import find_nft
 
-    if find_nft() is not None:
-        # The RO director's table, if this node was directing when it died.
+    nft = find_nft()
+    tables: list[tuple[str, str]] = []
+    if nft is not None:
+        # The RO director's table, the IPVS masquerade and the stale-ARP guard: a crashed
+        # daemon cannot remove them.
+        from pgvip.dataplane.cleanup import delete_tables, instance_tables, pgvip_tables
+
         try:
-            asyncio.run(NftablesLoadBalancer(manage_sysctls=False).clear())
+            tables = asyncio.run(pgvip_tables(nft))
+            if names is not None:
+                tables = instance_tables(tables, names)
+            asyncio.run(delete_tables(nft, tables))
         except LoadBalancerError as exc:
-            _fail(f"removing the nftables table 'pgvip' failed: {exc}")
-        click.echo("pgvip: nftables table pgvip removed (if there was one)")
-        from pgvip.dataplane.balancer.ipvs_masquerade import TABLE as MASQ_TABLE
-        from pgvip.dataplane.balancer.ipvs_masquerade import IpvsMasquerade
-
-        try:  # the IPVS one-armed NAT masquerade; a crashed director cannot remove it
-            if asyncio.run(IpvsMasquerade(find_nft()).remove()):
-                click.echo(f"pgvip: nftables table {MASQ_TABLE} (IPVS NAT masquerade) removed")
-        except LoadBalancerError as exc:
-            _fail(f"removing the nftables table {MASQ_TABLE!r} failed: {exc}")
-    elif not removed:
+            _fail(f"removing pgvip's nftables tables failed: {exc}")
+        for family, table in tables:
+            click.echo(f"pgvip: nftables table {family} {table} removed")
+    if not removed and not tables:
         click.echo("pgvip: nothing to release")
-    from pgvip.dataplane.stale_guard import TABLE as GUARD_TABLE
-    from pgvip.dataplane.stale_guard import GuardError, StaleGuard
-
-    if find_nft() is not None:
-        try:
-            had_guard = asyncio.run(StaleGuard(()).remove())
-        except GuardError as exc:
-            _fail(str(exc))
-        if had_guard:
-            click.echo(f"pgvip: nftables table {GUARD_TABLE} (stale-ARP guard) removed")
     if ipvs_service is not None and ipvs_available()[0]:
         from pgvip.dataplane.balancer.ipvs import IpvsLoadBalancer
 
         vip, port = ipvs_service
         try:
-            asyncio.run(IpvsLoadBalancer(service=ipvs_service, manage_sysctls=False).clear())
+            assert names is not None
+            ipvs = IpvsLoadBalancer(
+                service=ipvs_service, manage_sysctls=False, instance=names.instance
+            )
+            asyncio.run(ipvs.clear())
         except LoadBalancerError as exc:
             _fail(f"removing the IPVS service {vip}:{port} failed: {exc}")
         click.echo(f"pgvip: IPVS service {vip}:{port} removed (if there was one)")

@@ -20,7 +20,10 @@ apt_packages=(
     keepalived haproxy arping iputils-ping curl jq util-linux procps
     python3 python3-venv python3-dev python3-yaml shellcheck ruby
     qemu-system-x86 linux-image-amd64 busybox-static ipvsadm
-    systemd-container debootstrap
+    # the Debian package (scripts/build-deb.sh, debian/control's Build-Depends) and its test
+    build-essential debhelper help2man lintian debootstrap
+    # the systemd tests (tests/integration/systemd): systemd-nspawn
+    systemd-container
 )
 
 if [[ ${PGVIP_SKIP_APT:-0} != 1 ]]; then

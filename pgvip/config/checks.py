@@ -128,6 +128,14 @@ def ifname(v: str) -> str:
     return v
 
 
+def instance_name(v: str) -> str:
+    from pgvip.naming import NAME_RULE, valid_name
+
+    if not valid_name(v):
+        raise Invalid(NAME_RULE)
+    return v
+
+
 def nonempty(v: str) -> str:
     if not v.strip():
         raise Invalid("must not be empty")

@@ -21,6 +21,7 @@ from pgvip.config.values import (
     parse_typed,
     show,
 )
+from pgvip.dataplane.balancer.nft_ruleset import NFT_SCHEDULERS
 
 # -- cross-key checks --------------------------------------------------------------
 
@@ -121,9 +122,15 @@ class _Checker:
             self.add(present, f"needs {other} as well (basic auth needs both)")
 
     def _ro(self) -> None:
+        if self.v.get("ro.dataplane") != "nftables":
+            return  # "auto" may yet pick IPVS: the engine says so when it cannot
         forwarding = self.v.get("ro.forwarding")
-        if self.v.get("ro.dataplane") == "nftables" and forwarding not in (None, "nat"):
+        if forwarding not in (None, "nat"):
             self.add("ro.forwarding", 'nftables supports only "nat" (dr and tun need IPVS)')
+        if self.v.get("ro.scheduler") not in (None, *sorted(NFT_SCHEDULERS)):
+            self.add("ro.scheduler", "nftables supports only rr and wrr (the others need IPVS)")
+        if self.v.get("ro.persistence_timeout"):
+            self.add("ro.persistence_timeout", "nftables has no persistence (it needs IPVS): use 0")
 
 
 # -- loading -----------------------------------------------------------------------

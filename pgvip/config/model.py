@@ -16,6 +16,11 @@ from pgvip.config.schema import SCHEMA, SECTIONS
 
 
 @dataclass(frozen=True)
+class InstanceSection:
+    name: str | None
+
+
+@dataclass(frozen=True)
 class PatroniConfig:
     url: str
     ca_file: str | None
@@ -106,6 +111,7 @@ class StatusConfig:
 
 
 SECTION_TYPES: dict[str, type] = {
+    "instance": InstanceSection,
     "patroni": PatroniConfig,
     "vrrp": VrrpConfig,
     "rw": RwConfig,
@@ -127,6 +133,7 @@ def _jsonable(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Config:
+    instance: InstanceSection
     patroni: PatroniConfig
     vrrp: VrrpConfig
     rw: RwConfig

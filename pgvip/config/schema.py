@@ -12,6 +12,7 @@ from pgvip.config.checks import (
     choice,
     float_range,
     ifname,
+    instance_name,
     int_range,
     listen,
     nonempty,
@@ -87,6 +88,13 @@ _PORT = int_range(1, 65535)
 # fmt: off
 # One row per key; ruff would explode each row into a dozen lines, which hides the table.
 SCHEMA: tuple[Setting, ...] = (
+    # [instance]
+    _s("instance", "name", "string", None,
+       "Name of this pgvip instance, for a host that runs two (two Patroni clusters): its "
+       "nftables tables become pgvip-NAME, pgvip_ipvs-NAME and pgvip_guard-NAME, and "
+       "`pgvip release --config` removes only its own state. Unset: the tables pgvip, "
+       "pgvip_ipvs and pgvip_guard, and only one unnamed instance per host. 1-24 characters: "
+       "a-z, 0-9, '_' or '-'.", check=instance_name),
     # [patroni]
     _s("patroni", "url", "string", REQUIRED, "This node's Patroni REST API, http(s)://host:port.",
        check=url, flag="patroni_url", unit="URL"),
@@ -162,11 +170,13 @@ SCHEMA: tuple[Setting, ...] = (
        flag="ro_vip", unit="CIDR"),
     _s("ro", "vrid", "integer", 51, "VRRP router id of the RO VIP (1-255), not rw.vrid.",
        check=int_range(1, 255), flag="ro_vrid"),
-    _s("ro", "priority_replica", "integer", 150,
-       "VRRP priority for the RO VIP while this node is a replica.", check=int_range(1, 254)),
-    _s("ro", "priority_leader", "integer", 50,
+    _s("ro", "priority_replica", "integer", 254,
+       "VRRP priority for the RO VIP while this node is a replica. High, as rw.priority, so "
+       "that a resigning director's successor takes over after a short Skew_Time (0.004 s at "
+       "254 with advert_int 100; 0.41 s at 150).", check=int_range(1, 254)),
+    _s("ro", "priority_leader", "integer", 200,
        "VRRP priority for the RO VIP while this node is the leader (the director is normally "
-       "a replica).", check=int_range(1, 254)),
+       "a replica, so keep it below ro.priority_replica).", check=int_range(1, 254)),
     _s("ro", "port", "integer", 5432, "PostgreSQL port behind the RO VIP.", check=_PORT),
     _s("ro", "max_lag", "size", "16MB",
        "Largest replication lag of a backend, in bytes or Patroni units (1MB, 16MB, ...).",

@@ -15,6 +15,7 @@ IPVS for `auto`, privileges, free ports) is checked by `run` at start-up, also w
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
 
@@ -69,6 +70,18 @@ def instance_config(
     )
 
 
+def _require_psycopg() -> None:
+    """ro.probe_sql's probe (daemon/ro/probes.py) imports psycopg, an optional dependency, only
+    once it probes: a node without it would fail every probe and never direct."""
+    try:
+        importlib.import_module("psycopg")
+    except ImportError as exc:  # not installed, or installed without a libpq it can load
+        raise ValueError(
+            f"probe_sql = true needs psycopg, which cannot be imported ({exc}): "
+            "install pgvip[sql] (and libpq5), or set probe_sql = false"
+        ) from None
+
+
 def check_buildable(cfg: Config) -> None:
     """Raise ConfigError listing what `run` could not build from `cfg`."""
     problems: list[ConfigProblem] = []
@@ -96,5 +109,7 @@ def check_buildable(cfg: Config) -> None:
         chosen = classes.get(ro.dataplane)
         if chosen is not None:
             attempt("ro", lambda: chosen.check(ro.scheduler, ro.forwarding, ro.persistence_timeout))
+        if ro.probe_sql:
+            attempt("ro", _require_psycopg)
     if problems:
         raise ConfigError(problems)

@@ -22,6 +22,7 @@ from pgvip.daemon import resign_record
 from pgvip.daemon.blueprint import announce_settings, eligibility_policy, instance_config
 from pgvip.daemon.cadence import Cadence
 from pgvip.daemon.guard_keeper import keep_guard
+from pgvip.daemon.host_state import claim_engine, others_vips, release
 from pgvip.daemon.instance_runner import InstanceRunner
 from pgvip.daemon.notify import Notifier
 from pgvip.daemon.patroni_watch import FastPolling, PatroniWatch
@@ -33,9 +34,11 @@ from pgvip.dataplane.address_watcher import AddressWatcher
 from pgvip.dataplane.addresses import AddressManager
 from pgvip.dataplane.announce import Announcer, send_garp, send_unsolicited_na
 from pgvip.dataplane.balancer.choice import choose_dataplane, explain_forwarding
+from pgvip.dataplane.conflict_watch import Conflict, ConflictWatch, mac_text
 from pgvip.dataplane.interfaces import primary_address
 from pgvip.dataplane.stale_guard import StaleGuard
 from pgvip.log import Logger
+from pgvip.naming import StateNames
 from pgvip.patroni.client import PatroniClient
 from pgvip.policy.eligibility import EligibilityPolicy
 from pgvip.vrrp.events import PriorityChanged
@@ -122,11 +125,16 @@ class Engine:
         ifname = cfg.vrrp.interface
         rw_vip = cfg.rw.vip
         vips = [rw_vip] if cfg.ro.vip is None else [rw_vip, cfg.ro.vip]
+        claims = claim_engine(cfg)  # first: another instance's VRID or VIP is exit 2
+        self._stack.callback(release, claims)
         self.source: IPAddress = cfg.vrrp.unicast_src or await primary_address(
             ifname, rw_vip.version, exclude=[v.ip for v in vips]
         )
         self.addresses = await self._stack.enter_async_context(AddressManager(ifname))
+        theirs = others_vips(ifname, claims)
         for vip in await self.addresses.owned():
+            if str(vip.ip) in theirs:
+                continue  # another pgvip instance's (another cluster's) VIP
             # keepalived does the same ("removing protocol VIPs"): a VIP left by a
             # crashed run must not be held before this run has won an election.
             await self.addresses.remove(vip)
@@ -135,6 +143,8 @@ class Engine:
             ifname, self.source, tuple(cfg.vrrp.unicast_peers), self.log, self.metrics
         )
         self._stack.callback(self._channel.close)
+        self.conflicts = ConflictWatch(ifname, self._conflict, log=self.log, clock=time.monotonic)
+        self._stack.callback(self.conflicts.close)
         self._notifier = Notifier(cfg.notify.command, cfg.notify.timeout, self.log)
         self.client = await self._stack.enter_async_context(
             PatroniClient(
@@ -154,7 +164,8 @@ class Engine:
         watcher = await self._stack.enter_async_context(AddressWatcher())
 
         if cfg.announce.reset_stale:
-            self.guard = StaleGuard([v.ip for v in vips])
+            table = StateNames(cfg.instance.name).guard_table
+            self.guard = StaleGuard([v.ip for v in vips], table=table)
             self._spawn(keep_guard(self.guard, self.log), "stale-guard")
         self._spawn(self._channel.serve(), "vrrp-rx")
         for runner in self._runners:
@@ -220,7 +231,11 @@ class Engine:
         director = Director(
             ro,
             self.client,
-            balancer_cls(interface=cfg.vrrp.interface, service=(vip.ip, ro.port)),
+            balancer_cls(
+                interface=cfg.vrrp.interface,
+                service=(vip.ip, ro.port),
+                instance=cfg.instance.name,
+            ),
             log=self.log.bind(instance="ro"),
             interface=cfg.vrrp.interface,
             dataplane_reason=why,
@@ -241,6 +256,7 @@ class Engine:
             port_timeout=ro.probe_timeout,
         )
         director.on_refused.append(watch.member_refused)  # our own PostgreSQL: resign now
+        director.local_member = watch.member_name
         return RoPipeline(runner, watch, director)
 
     def _runner(self, name: str, vrid: int, priority: int, vip: VipInterface) -> InstanceRunner:
@@ -260,6 +276,7 @@ class Engine:
             notifier=self._notifier,
             log=self.log,
             metrics=self.metrics,
+            conflicts=self.conflicts,
         )
         self._runners.append(runner)
         self._channel.route(vrid, runner.feed)
@@ -306,6 +323,16 @@ class Engine:
         if self.ro is None:
             return None
         return self.ro.director.status().ro_info()
+
+    def _conflict(self, c: Conflict) -> None:
+        """Another host claims a VIP we hold: report it (never answer with more GARPs)."""
+        owner = next((r.name for r in self._runners if c.ip in {v.ip for v in r.vips}), "")
+        self.metrics.vip_conflict(owner)
+        if c.new:
+            self.log.warning("VIP conflict: another host claims a VIP this node holds; pgvip "
+                             "will not fight it: find that host by its MAC", instance=owner,
+                             vip=str(c.ip), mac=mac_text(c.mac), seen=c.kind,
+                             count=c.count)  # fmt: skip
 
     def _announce_failed(self, exc: Exception) -> None:
         self.log.warning("announcement failed", error=str(exc))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pgvip.daemon.cadence import Cadence
-from pgvip.dataplane.stale_guard import TABLE, GuardError, StaleGuard
+from pgvip.dataplane.stale_guard import GuardError, StaleGuard
 from pgvip.log import Logger
 
 # How often the guard's table is checked (and re-installed if it drifted); each check runs
@@ -37,10 +37,10 @@ async def keep_guard(
                     "stale-ARP guard installed"
                     if guard.installs == 1
                     else "stale-ARP guard was missing or changed, re-installed",
-                    table=f"inet {TABLE}",
+                    table=f"inet {guard.table}",
                     vips=[str(v) for v in guard.vips],
                 )
             elif reported is not None:
-                log.info("stale-ARP guard installed", table=f"inet {TABLE}")
+                log.info("stale-ARP guard installed", table=f"inet {guard.table}")
             reported = None
         await cadence.wait()

@@ -16,6 +16,7 @@ from pgvip.daemon.notify import Notifier
 from pgvip.daemon.vrrp_channel import VrrpChannel
 from pgvip.dataplane.addresses import AddressManager
 from pgvip.dataplane.announce import Announcer
+from pgvip.dataplane.conflict_watch import ConflictWatch
 from pgvip.policy.link_gate import LinkGate, LinkState
 
 if TYPE_CHECKING:
@@ -72,9 +73,11 @@ class InstanceRunner:
         notifier: Notifier,
         log: Any,
         metrics: Metrics,
+        conflicts: ConflictWatch | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
+        self.conflicts = conflicts  # told what we claim and release (another host's claims)
         self.instance = instance
         self._ifname = ifname
         self._channel = channel
@@ -197,6 +200,9 @@ class InstanceRunner:
             if self.link_gate.link_usable:  # on a down link it cannot leave (ENETUNREACH)
                 self._channel.send(action.advert)
         elif isinstance(action, AddVip):
+            if self.conflicts is not None:
+                for vip in self.vips:  # before the add: its ARP probe asks who has it now
+                    self.conflicts.claimed(vip.ip)
             async with self.lock:
                 for vip in self.vips:
                     if await self._addresses.add(vip):
@@ -212,6 +218,8 @@ class InstanceRunner:
                         self._log.info(
                             "VIP removed", instance=self.name, vip=str(vip), interface=self._ifname
                         )
+                    if self.conflicts is not None:
+                        self.conflicts.released(vip.ip)
                 self.set_held(False)
         elif isinstance(action, Announce):
             self.start_announcing()

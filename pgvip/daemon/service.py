@@ -13,6 +13,13 @@ from typing import TYPE_CHECKING
 from pgvip.config import Config, ConfigError
 from pgvip.daemon.blueprint import check_buildable
 from pgvip.daemon.engine import Engine
+from pgvip.daemon.host_state import (
+    HostStateError,
+    check_reload,
+    claim_engine,
+    claim_instance,
+    release,
+)
 from pgvip.daemon.reconciler import VIP_RECONCILE_INTERVAL
 from pgvip.daemon.ro.director import DirectorError
 from pgvip.daemon.snapshot import DaemonFacts, build_snapshot
@@ -23,6 +30,7 @@ from pgvip.dataplane.interfaces import InterfaceError
 from pgvip.dataplane.vrrp_sockopts import VrrpSocketError
 from pgvip.log import configure as configure_logging
 from pgvip.log import get_logger
+from pgvip.naming import StateNames
 from pgvip.patroni.client import PatroniClientError
 from pgvip.status.server import StatusServerError
 from pgvip.vrrp.actions import Transition
@@ -45,6 +53,7 @@ STARTUP_ERRORS: tuple[type[Exception], ...] = (
     StatusServerError,
     VrrpSocketError,
     ConfigError,
+    HostStateError,
 )
 
 
@@ -130,6 +139,16 @@ class Daemon:
             (signal.SIGHUP, "SIGHUP"),
         ):
             loop.add_signal_handler(sig, self._events.put_nowait, what)
+        # Before the status port: a second daemon of one instance says that, not "port in use".
+        claim = claim_instance(StateNames(self._config.instance.name))
+        try:
+            release(claim_engine(self._config))  # the same: the engine claims them for good
+            return await self._run_claimed()
+        finally:
+            claim.release()
+
+    async def _run_claimed(self) -> int:
+        loop = asyncio.get_running_loop()
         await self._start_status()
         try:
             self.engine = await self._start_engine(self._config)
@@ -195,6 +214,13 @@ class Daemon:
             self.log.info("reload: config unchanged")
             self.sd.ready(self._status_line())
             return
+        if new.instance != self._config.instance:
+            self.log.error(
+                "reload refused: instance.name names this daemon's host state (nftables tables, "
+                "claims) and changes only with a restart; keeping the running config"
+            )
+            self.sd.ready(self._status_line())
+            return
         if new.status != self._config.status:
             self.log.warning("reload: [status] changes take effect at the next restart")
         assert self.engine is not None
@@ -202,6 +228,12 @@ class Daemon:
         if self.engine.retune(new):
             self._config = self.config = new
             self.log.info("reload: applied without re-election")
+            self.sd.ready(self._status_line())
+            return
+        try:
+            check_reload(new, self._config)
+        except HostStateError as exc:
+            self.log.error("reload refused: keeping the running config", problem=str(exc))
             self.sd.ready(self._status_line())
             return
         self.log.info("reload: VRRP or network settings changed, restarting the election")

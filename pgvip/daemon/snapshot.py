@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from pgvip import __version__
+from pgvip.dataplane.conflict_watch import mac_text
 from pgvip.status import (
     SNAPSHOT_SCHEMA,
+    ConflictInfo,
     InstanceInfo,
     PatroniInfo,
     PollInfo,
@@ -108,7 +110,25 @@ def instance_info(
         "poll": _poll(watch, endpoint),
         "last_takeover": runner.last_takeover,
         "transitions": transitions,
+        "conflicts": _conflicts(runner),
     }
+
+
+def _conflicts(runner: InstanceRunner) -> list[ConflictInfo]:
+    if runner.conflicts is None:
+        return []
+    mine = {v.ip for v in runner.vips}
+    return [
+        {
+            "vip": str(c.ip),
+            "mac": mac_text(c.mac),
+            "kind": c.kind,
+            "count": c.count,
+            "last_seen": _wall(c.at) or time.time(),
+        }  # fmt: skip
+        for c in runner.conflicts.detector.active(time.monotonic())
+        if c.ip in mine
+    ]
 
 
 def _patroni(engine: Engine | None, url: str) -> PatroniInfo:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Interface, IPv6Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from typing import Any
 
 from pyroute2 import AsyncIPRoute
@@ -20,6 +20,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pgvip.dataplane.privileges import describe_missing_interface
 
 VipInterface = IPv4Interface | IPv6Interface
+IPAddress = IPv4Address | IPv6Address
 
 PGVIP_IFA_PROTO = 0x9A
 IFA_F_NODAD = 0x02
@@ -279,9 +280,13 @@ class ReleasedAddress:
 
 
 async def release_all(
-    ifname: str, netns: str | None = None, extra_ifnames: Iterable[str] = ("lo",)
+    ifname: str,
+    netns: str | None = None,
+    extra_ifnames: Iterable[str] = ("lo",),
+    only: Collection[IPAddress] | None = None,
 ) -> list[ReleasedAddress]:
-    """Remove every PGVIP_IFA_PROTO-tagged address from `ifname` and `extra_ifnames`.
+    """Remove every PGVIP_IFA_PROTO-tagged address from `ifname` and `extra_ifnames`; with
+    `only`, just those of these addresses (one instance's VIPs on a host that runs two).
 
     For `pgvip release` (systemd ExecStopPost): untagged addresses are never touched.
     A missing `ifname` raises AddressError; a missing extra interface is skipped.
@@ -307,6 +312,8 @@ async def release_all(
             if msg.get("proto") != PGVIP_IFA_PROTO or msg["index"] not in wanted:
                 continue
             vip = message_interface(msg)
+            if only is not None and vip.ip not in only:
+                continue
             name = wanted[msg["index"]]
             try:
                 await ipr.addr(

@@ -24,10 +24,11 @@ from collections.abc import Iterable, Sequence
 from pgvip.dataplane.balancer import LoadBalancerError
 from pgvip.dataplane.balancer.nftables import find_nft
 from pgvip.dataplane.command import run_command
+from pgvip.naming import GUARD_TABLE
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-TABLE = "pgvip_guard"
+TABLE = GUARD_TABLE  # an unnamed instance's; `naming.StateNames.guard_table`
 # Before conntrack (-200) and the RO director's DNAT (-100): nothing is tracked for a packet
 # that is answered here.
 PRIORITY = -300
@@ -38,7 +39,7 @@ class GuardError(RuntimeError):
     """The guard could not be installed, read or removed (no nft, nft refused the table)."""
 
 
-def ruleset(vips: Sequence[IPAddress]) -> str:
+def ruleset(vips: Sequence[IPAddress], table: str = TABLE) -> str:
     """The nft script that replaces the guard table atomically with one rule per VIP."""
     if not vips:
         raise GuardError("the stale-ARP guard needs at least one VIP")
@@ -50,9 +51,9 @@ def ruleset(vips: Sequence[IPAddress]) -> str:
     return (
         # Create-then-delete makes the delete succeed whether or not the table existed; the
         # whole script is one transaction, so a refused table leaves the old one in place.
-        f"table inet {TABLE}\n"
-        f"delete table inet {TABLE}\n"
-        f"table inet {TABLE} {{\n"
+        f"table inet {table}\n"
+        f"delete table inet {table}\n"
+        f"table inet {table} {{\n"
         f"  chain prerouting {{\n"
         f"    type filter hook prerouting priority {PRIORITY}; policy accept;\n"
         f"{rules}"
@@ -69,9 +70,12 @@ def guarded_vips(listing: str) -> set[IPAddress]:
 class StaleGuard:
     """Installs, checks and removes the guard table (optionally inside a network namespace)."""
 
-    def __init__(self, vips: Iterable[IPAddress], *, netns: str | None = None) -> None:
+    def __init__(
+        self, vips: Iterable[IPAddress], *, netns: str | None = None, table: str = TABLE
+    ) -> None:
         self.vips = tuple(dict.fromkeys(vips))
         self.netns = netns
+        self.table = table
         self.installs = 0
 
     def _argv(self, *args: str) -> list[str]:
@@ -84,12 +88,12 @@ class StaleGuard:
         """The VIPs the table in the kernel guards now (empty if there is no table)."""
         try:
             listing = await run_command(
-                self._argv("list", "table", "inet", TABLE), netns=self.netns
+                self._argv("list", "table", "inet", self.table), netns=self.netns
             )
         except LoadBalancerError as exc:
             if "No such file or directory" in str(exc):
                 return set()  # no table yet
-            raise GuardError(f"cannot read the nftables table {TABLE}: {exc}") from exc
+            raise GuardError(f"cannot read the nftables table {self.table}: {exc}") from exc
         return guarded_vips(listing)
 
     async def ensure(self) -> bool:
@@ -97,18 +101,20 @@ class StaleGuard:
         if await self.installed() == set(self.vips):
             return False
         try:
-            await run_command(self._argv("-f", "-"), stdin=ruleset(self.vips), netns=self.netns)
+            await run_command(
+                self._argv("-f", "-"), stdin=ruleset(self.vips, self.table), netns=self.netns
+            )
         except LoadBalancerError as exc:
-            raise GuardError(f"cannot install the nftables table {TABLE}: {exc}") from exc
+            raise GuardError(f"cannot install the nftables table {self.table}: {exc}") from exc
         self.installs += 1
         return True
 
     async def remove(self) -> bool:
         """Delete the table; True if there was one."""
         try:
-            await run_command(self._argv("delete", "table", "inet", TABLE), netns=self.netns)
+            await run_command(self._argv("delete", "table", "inet", self.table), netns=self.netns)
         except LoadBalancerError as exc:
             if "No such file or directory" in str(exc):
                 return False
-            raise GuardError(f"cannot remove the nftables table {TABLE}: {exc}") from exc
+            raise GuardError(f"cannot remove the nftables table {self.table}: {exc}") from exc
         return True

@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pgvip.dataplane.balancer import LoadBalancerError
 from pgvip.dataplane.command import run_command
+from pgvip.dataplane.host_claims import Claim, ClaimTaken, held
+from pgvip.naming import CLAIM_PREFIX, StateNames, parse_sysctl_claim
 
 PROC_SYS = Path("/proc/sys")
 
@@ -78,12 +81,30 @@ class SysctlKeeper:
     """Sets sysctls for a director and puts back, on restore(), the ones it changed.
 
     A value someone changed again after us is theirs now and is left alone.
+
+    With `names` (not for another `netns`: claims live in our own namespace), each value
+    this instance keeps changed is claimed (`host_claims`, the value before it in the claim's
+    name), because these sysctls are shared by every pgvip instance in the namespace: a second
+    instance that finds the value already set by a claimed first one claims it too, with the
+    first one's old value, and restore() leaves a value alone while another instance still
+    claims it. So the last instance to stop directing puts the value back, and one instance's
+    clear never turns off forwarding that another still needs. A value nobody claimed when we
+    first looked (set by the admin) is never touched.
     """
 
-    def __init__(self, *, netns: str | None = None, proc_root: Path = PROC_SYS) -> None:
+    def __init__(
+        self,
+        *,
+        netns: str | None = None,
+        proc_root: Path = PROC_SYS,
+        names: StateNames | None = None,
+    ) -> None:
         self.netns = netns
         self.proc_root = proc_root
+        self.names = names if netns is None else None  # claims are of our own namespace
         self._saved: dict[str, tuple[str, str]] = {}  # key -> (value before, value we set)
+        self._claims: dict[str, Claim] = {}
+        self._looked: set[str] = set()  # keys found already set: others' claims looked up
 
     @property
     def saved(self) -> dict[str, tuple[str, str]]:
@@ -94,12 +115,48 @@ class SysctlKeeper:
         before = await apply_sysctls(wanted, netns=self.netns, proc_root=self.proc_root)
         for key, old in before.items():
             self._saved.setdefault(key, (old, wanted[key]))
+        if self.names is not None:
+            self._claim(wanted, before)
         return bool(before)
 
+    def _claim(self, wanted: Mapping[str, str], changed: Mapping[str, str]) -> None:
+        assert self.names is not None
+        unseen = [k for k in wanted if k not in changed and k not in self._saved]
+        unseen = [k for k in unseen if k not in self._looked]
+        if unseen:
+            self._looked.update(unseen)
+            others = _claimed_before(self.names)
+            for key in unseen:
+                if key in others:  # another instance set it: adopt its value from before
+                    self._saved[key] = (others[key], wanted[key])
+        for key, (old, _) in self._saved.items():
+            if key not in self._claims:
+                # Taken: ours already (cannot happen twice). Any other failure only costs the
+                # sharing: this instance then restores as it did before claims.
+                with contextlib.suppress(ClaimTaken, OSError):
+                    self._claims[key] = Claim(self.names.sysctl_claim(key, old))
+
     async def restore(self) -> None:
+        for claim in self._claims.values():
+            claim.release()
+        self._claims.clear()
+        self._looked.clear()
         if not self._saved:
             return
-        current = await read_sysctls(list(self._saved), netns=self.netns, proc_root=self.proc_root)
-        back = {k: old for k, (old, ours) in self._saved.items() if current[k] == ours}
-        await apply_sysctls(back, netns=self.netns, proc_root=self.proc_root)
-        self._saved.clear()
+        still = _claimed_before(self.names) if self.names is not None else {}
+        saved = {k: v for k, v in self._saved.items() if k not in still}
+        if saved:
+            current = await read_sysctls(list(saved), netns=self.netns, proc_root=self.proc_root)
+            back = {k: old for k, (old, ours) in saved.items() if current[k] == ours}
+            await apply_sysctls(back, netns=self.netns, proc_root=self.proc_root)
+        self._saved.clear()  # only now: a failed restore is retried by the next clear
+
+
+def _claimed_before(names: StateNames) -> dict[str, str]:
+    """{sysctl key: value before} for the sysctls other pgvip instances claim now."""
+    out: dict[str, str] = {}
+    for claim in held(f"{CLAIM_PREFIX}sysctl/"):
+        parsed = parse_sysctl_claim(claim)
+        if parsed is not None and parsed[0] != names.instance:
+            out.setdefault(parsed[1], parsed[2])
+    return out

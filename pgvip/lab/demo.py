@@ -3,7 +3,10 @@
 The probe runs in the client namespace and the VIP sampler watches the nodes; each scenario
 (switchover, kill -9 of the leader, a replica restart) ends with a line of what each path saw
 (its gap, and every failed attempt by kind with the first-to-last window), and the run with a
-table of them.
+table of them. Beside the 100 ms samples, which start a new attempt every 100 ms (so a lost
+SYN costs them nothing), the probe runs an application-model writer: one connection through
+the RW VIP, reconnected at once with a 1 s connect deadline, and its twin that follows
+Patroni's leader directly; the table shows the extra gap that writer pays over its twin.
 A timeline row is stamped with the time its sample started and printed once its slowest attempt
 ends, so during an outage rows arrive up to the probe's 1 s timeout late, but in order.
 The scenarios are in pgvip.lab.scenarios, the rows and the table in pgvip.lab.demo_report.
@@ -115,6 +118,8 @@ class _Timeline:
             t = float(sample["t"])
             with self._lock:
                 self.samples.append(sample)
+            if sample.get("client") == "app":
+                continue  # the application-model writer: measured, not a timeline row
             self._first.set()
             self._flush_events(t)
             row = format_row(
@@ -133,7 +138,7 @@ def _probe_argv(layout: LabLayout, python: str) -> list[str]:
         "ip", "netns", "exec", layout.client_ns,
         python, "-m", "pgvip.lab.probe",
         "--subnet", str(layout.subnet), "--nodes", str(layout.nodes),
-        "--leader", "--interval", str(ROW_INTERVAL), "--timeout", "1.0",
+        "--leader", "--app", "--interval", str(ROW_INTERVAL), "--timeout", "1.0",
     ]  # fmt: skip
 
 

@@ -67,6 +67,11 @@ class ScenarioResult:
     rw_failures: probe_samples.Failures | None = None
     ro_failures: probe_samples.Failures | None = None
     leader_failures: probe_samples.Failures | None = None
+    # The application-model writer (probe --app) and its twin straight to Patroni's leader.
+    app_rw_gap: float | None = None
+    app_leader_gap: float | None = None
+    app_rw_failures: probe_samples.Failures | None = None
+    app_leader_failures: probe_samples.Failures | None = None
     max_rw_holders: int = 0
     # Per path: was it working before the fault ("n/a" in the table if not).
     worked: dict[str, bool] = dataclasses.field(default_factory=dict)
@@ -99,7 +104,7 @@ def measure_paths(result: ScenarioResult, samples: Sequence[Mapping[str, Any]]) 
     if result.t_event is None or result.t_end is None:
         return
     t0, t1 = result.t_event, result.t_end
-    for target in probe_samples.TARGETS:
+    for target in probe_samples.TARGETS + probe_samples.APP_TARGETS:
         result.worked[target] = worked_before(samples, target, t0)
         found = probe_samples.gaps(samples, target, since=t0, until=t1)
         # An outage that started before the fault belongs to an earlier scenario.
@@ -160,7 +165,27 @@ def step_line(result: ScenarioResult) -> str:
                 f"{name} gap {_gap_text(result, target)}, {found.count} failed over "
                 f"{found.window:.2f} s ({found.kinds_text()})"
             )
+    if result.worked.get("app_rw"):
+        found = result.app_rw_failures
+        failed = f", {found.count} failed ({found.kinds_text()})" if found and found.count else ""
+        parts.append(f"app writer gap {_gap_text(result, 'app_rw')}{failed}"
+                     f", extra over its twin {_extra_text(result)}")  # fmt: skip
     return f"{result.name} done: " + "; ".join(parts)
+
+
+def app_extra(result: ScenarioResult) -> float | None:
+    """The gap the application-model writer paid through the RW VIP minus its twin's (straight
+    to Patroni's leader) in the same scenario: what the VIP costs an application. None unless
+    both worked before and recovered."""
+    paths = ("app_rw", "app_leader")
+    if not all(result.worked.get(p) and result.recovered_paths.get(p, True) for p in paths):
+        return None
+    return (result.app_rw_gap or 0.0) - (result.app_leader_gap or 0.0)
+
+
+def _extra_text(result: ScenarioResult) -> str:
+    extra = app_extra(result)
+    return "n/a" if extra is None else f"{extra:+.2f} s"
 
 
 def _gap_text(result: ScenarioResult, target: str) -> str:
@@ -185,6 +210,8 @@ def summary_table(results: Sequence[ScenarioResult]) -> str:
         "read fail window (s)",
         "Patroni fails",
         "Patroni fail window (s)",
+        "app write gap",
+        "app extra",
         "max RW holders",
         "result",
     )
@@ -203,6 +230,8 @@ def summary_table(results: Sequence[ScenarioResult]) -> str:
                     for target in probe_samples.TARGETS
                     for cell in (fails_text(r, target), fail_window_text(r, target))
                 ),
+                _gap_text(r, "app_rw"),
+                _extra_text(r),
                 str(r.max_rw_holders),
                 verdict,
             )
@@ -219,6 +248,9 @@ def summary_table(results: Sequence[ScenarioResult]) -> str:
         "Patroni gap: writes straight to the node Patroni calls leader, i.e. Patroni's own;",
         "fails: every failed attempt from the fault to the end, by kind, also those between",
         "successes (which a gap does not see); fail window: from the first to the last of them;",
+        "app: one connection that reconnects at once with a 1 s connect deadline, as an",
+        "application holds one; app extra: its gap minus its twin's, which follows Patroni's",
+        "leader directly (a lost SYN costs it the whole deadline, unlike the 100 ms samples);",
         "n/a: that path did not work before the scenario (no pgvip, or no RO VIP configured).",
     ]
     return "\n".join(lines + [""] + notes)

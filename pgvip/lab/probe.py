@@ -15,12 +15,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import click
 
+from pgvip.lab.app_clients import CONNECT_DEADLINE, HeldConnection
 from pgvip.lab.attempts import PgAttempts, SampleLoop
 from pgvip.lab.layout import (
     DEFAULT_NODES,
@@ -31,7 +32,7 @@ from pgvip.lab.layout import (
     LabLayout,
     LayoutError,
 )
-from pgvip.lab.samples import TARGETS, ProbeError
+from pgvip.lab.samples import TARGETS, ProbeError, format_sample
 
 PROBE_TABLE = "pgvip_probe"
 # The node-name setting pgvip.lab.render gives each PostgreSQL (NULL where it is not set).
@@ -55,6 +56,7 @@ class ProbeConfig:
     count: int | None = None
     duration: float | None = None
     names: Mapping[str, str] = field(default_factory=dict)  # server address -> node name
+    app: bool = False  # also the application-model writer and its twin (APP_TARGETS)
 
 
 _PROG = "python -m pgvip.lab.probe"
@@ -86,6 +88,13 @@ _PROG = "python -m pgvip.lab.probe"
 @click.option("--user", default=SUPERUSER)
 @click.option("--password", default=SUPERUSER_PASSWORD)
 @click.option("--dbname", default="postgres")
+@click.option(
+    "--app",
+    is_flag=True,
+    help="also write as an application does: one connection through the RW VIP, reconnected "
+    "at once with a 1 s connect deadline, one INSERT per --interval, and the same client "
+    'following Patroni\'s leader directly (with --leader); lines marked "client": "app"',
+)
 @click.option("--count", type=int, help="stop after this many samples")
 @click.option("--duration", type=float, help="stop after this many seconds")
 def _command(**options: Any) -> ProbeConfig:
@@ -124,6 +133,7 @@ def _config(
     dbname: str,
     count: int | None,
     duration: float | None,
+    app: bool = False,
 ) -> ProbeConfig:
     try:
         layout = LabLayout.create(subnet=subnet, nodes=nodes)
@@ -158,6 +168,7 @@ def _config(
         count=count,
         duration=duration,
         names=names,
+        app=app,
     )
 
 
@@ -206,6 +217,21 @@ class _Pg:
 
         return await self.attempts.read(host, self.port, prefix, select)
 
+    def app_insert(self, prefix: str) -> Callable[[Any], Awaitable[str | None]]:
+        """The application-model writer's statement: one INSERT, answering the node's name."""
+
+        async def insert(conn: Any) -> str | None:
+            if not self._table_ready:
+                await self._ensure_table(conn)
+            cur = await conn.execute(
+                f"INSERT INTO {PROBE_TABLE} (src, seq) VALUES (%s, 0) RETURNING {NODE_QUERY}",
+                (prefix,),
+            )
+            row = await cur.fetchone()
+            return row[0] if row else None
+
+        return insert
+
     async def _ensure_table(self, conn: Any) -> None:
         import psycopg
 
@@ -234,6 +260,52 @@ class Probe(SampleLoop):
             out=out,
         )
         self.cfg = cfg
+
+    async def run(self) -> int:
+        if not self.cfg.app or self.cfg.rw is None:
+            return await super().run()
+        stop = asyncio.Event()
+        pg = self.pg.attempts
+
+        async def connect(host: str, port: int, _libpq_timeout: float | None) -> Any:
+            return await pg.connect(host, port)
+
+        def leader() -> tuple[str, int] | None:
+            found = self.watch.leader if self.watch is not None else None
+            return None if found is None else (found[1], self.cfg.port)
+
+        rw = (self.cfg.rw, self.cfg.port)
+        targets: list[tuple[str, Callable[[], tuple[str, int] | None]]] = [("app_rw", lambda: rw)]
+        if self.watch is not None:
+            targets.append(("app_leader", leader))
+        clients = [
+            HeldConnection(
+                path,
+                where,
+                connect,
+                self.pg.app_insert(path),
+                interval=self.cfg.interval,
+                emit=self._emit_app,
+                deadline=CONNECT_DEADLINE,
+            )  # fmt: skip
+            for path, where in targets
+        ]
+        tasks = [asyncio.create_task(c.run(stop)) for c in clients]
+        try:
+            return await super().run()
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _emit_app(self, line: dict[str, Any]) -> None:
+        if self.broken_pipe:
+            return
+        try:
+            self.out.write(format_sample({**line, "client": "app"}) + "\n")
+            self.out.flush()
+        except BrokenPipeError:
+            self.broken_pipe = True
+            self.stop()
 
     async def sample(self, seq: int, t: float | None = None) -> dict[str, Any]:
         """One sample; `t` is its scheduled monotonic time (now by default)."""

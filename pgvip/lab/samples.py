@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 TARGETS = ("rw", "ro", "leader")
+# The probe's application-model writer (--app): one connection through the RW VIP, and its twin
+# that follows Patroni's leader directly (pgvip.lab.app_clients, model a).
+APP_TARGETS = ("app_rw", "app_leader")
 ERROR_TEXT_MAX = 120
 
 
@@ -125,8 +128,9 @@ def gaps(
     Samples where the target was not probed (its `<target>_ok` is null) are ignored; the
     samples may come in any order.
     """
-    if target not in TARGETS:
-        raise ProbeError(f"unknown probe target {target!r}; one of {', '.join(TARGETS)}")
+    if target not in TARGETS + APP_TARGETS:
+        known = ", ".join(TARGETS + APP_TARGETS)
+        raise ProbeError(f"unknown probe target {target!r}; one of {known}")
     key = f"{target}_ok"
     rows = sorted(
         (s for s in samples if s.get(key) is not None),

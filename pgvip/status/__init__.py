@@ -98,6 +98,16 @@ class PollInfo(TypedDict):
     errors: dict[str, int]  # failed polls (verdict unknown) by cause, since start
 
 
+class ConflictInfo(TypedDict):
+    """Another host claimed one of this instance's VIPs while this node held it."""
+
+    vip: str
+    mac: str  # the other host's Ethernet address
+    kind: str  # "arp reply", "arp request" or "na"
+    count: int  # claims seen from that MAC while held
+    last_seen: float  # epoch seconds
+
+
 class InstanceInfo(TypedDict):
     name: str  # "rw" or "ro"
     vrid: int
@@ -113,6 +123,9 @@ class InstanceInfo(TypedDict):
     poll: PollInfo | None
     last_takeover: float | None  # seconds from "Patroni says leader" to "VIP held", last time
     transitions: list[TransitionInfo]  # oldest first
+    conflicts: list[
+        ConflictInfo
+    ]  # seen in the last minute while held (pgvip.dataplane.conflict_watch)
 
 
 class _RwInstance(TypedDict):

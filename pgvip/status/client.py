@@ -260,6 +260,11 @@ def render_status(snap: Mapping[str, Any], *, transitions: int = 10) -> str:
         takeover = inst.get("last_takeover")
         if isinstance(takeover, int | float):
             details.append(f"    last takeover took {takeover:.2f}s (Patroni leader -> VIP held)")
+        for c in inst.get("conflicts") or []:
+            details.append(
+                f"    CONFLICT: {c.get('mac')} claims {c.get('vip')} ({c.get('kind')}), "
+                f"{c.get('count')} time(s), last {_ago(c.get('last_seen'), now)}"
+            )
     if rows:
         lines.append("")
         lines += _table(["VIP", "STATE", "PRIO", "ADDRESS", "HERE", "MASTER", "HEARD"], rows)

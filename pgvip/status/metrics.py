@@ -142,6 +142,13 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self._conflicts = Counter(
+            "pgvip_vip_conflicts",
+            "Claims of a VIP this node held from another host's MAC (ARP or neighbour "
+            "advertisement). Alert on any increase: someone else has the address.",
+            [inst],
+            registry=r,
+        )
         self._healthy_g = Gauge(
             "pgvip_ro_backends_healthy", "RO backends healthy and serving.", registry=r
         )
@@ -164,6 +171,7 @@ class Metrics:
         for name in instances:
             self.state(name, "INIT")
             self.vip_held(name, False)
+            self._conflicts.labels(vrrp_instance=self._instance(name))
 
     # -- VRRP ---------------------------------------------------------------------------
 
@@ -201,6 +209,9 @@ class Metrics:
     def vrrp_rejected(self, reason: str) -> None:
         """`reason` is VrrpPacketError.reason ("bad_ttl", "bad_checksum", ...)."""
         self._rejected.labels(self._reject(reason)).inc()
+
+    def vip_conflict(self, instance: str) -> None:
+        self._conflicts.labels(vrrp_instance=self._instance(instance)).inc()
 
     def announced(self, kind: str, n: int = 1) -> None:
         """`kind` is "garp" (IPv4) or "na" (IPv6)."""

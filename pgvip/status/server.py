@@ -50,8 +50,9 @@ def _bind_error(host: str, port: int, exc: OSError) -> StatusServerError:
     where = _endpoint(host, port)
     if exc.errno == errno.EADDRINUSE:
         why = (
-            f"port {port} is already in use on {host} (another pgvip, or Patroni's REST API?); "
-            "stop that process or set status.port"
+            f"port {port} is already in use on {host} (another pgvip instance, or Patroni's "
+            "REST API?); stop that process or set status.port (each pgvip instance on a host "
+            "needs its own)"
         )
     elif exc.errno == errno.EADDRNOTAVAIL:
         why = f"{host} is not an address of this host; set status.listen"

@@ -1,7 +1,7 @@
 """A Patroni REST stand-in for tests where a real cluster is overkill (VRRP interop,
 signals, drift): serves /primary, /replica and /patroni with the status codes a test
-writes into a JSON file, and /cluster when the file has a "cluster" body (404 otherwise).
-The real lab covers everything that depends on Patroni itself.
+writes into a JSON file, and /cluster with the file's "cluster" body (no members if
+unset). The real lab covers everything that depends on Patroni itself.
 
 Run: python -m tests.integration.standin_patroni --listen 127.0.0.1:8008 --state FILE
 """
@@ -43,8 +43,7 @@ def make_app(state_file: Path) -> web.Application:
         return web.json_response(body)
 
     async def cluster(_: web.Request) -> web.Response:
-        body = state().get("cluster")
-        return web.json_response(body or {}, status=200 if body else 404)
+        return web.json_response(state().get("cluster", {"members": []}))
 
     app = web.Application()
     app.router.add_get("/primary", primary)

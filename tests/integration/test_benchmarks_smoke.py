@@ -192,6 +192,8 @@ def test_one_short_iteration(tmp_path: Path) -> None:
         switchovers_per_round=1,
         kills_per_round=0,
         replica_restarts=1,
+        replica_kills=1,
+        replica_gone=1,
         replica_drains=1,
         pgbench_seconds=2,
         pgbench_rounds=1,
@@ -249,13 +251,17 @@ def test_one_short_iteration(tmp_path: Path) -> None:
     targets = {r["target"]: r["tps"] for r in ro["pgbench"]}
     assert targets["direct"] > 0 and targets["haproxy"] > 0, ro
     assert sum(ro["balance"]["haproxy"]["counts"].values()) == 20
-    assert [e.get("scenario") for e in ro["events"]] == ["replica-restart", "replica-drain"]
+    assert [e.get("scenario") for e in ro["events"]] == [
+        "replica-restart", "replica-pg-kill", "replica-gone", "replica-drain"]  # fmt: skip
     assert not [e for e in ro["events"] if "error" in e], log
-    restart, drain = ro["events"]
-    assert "haproxy" in restart["contenders"]
-    for c in (restart["contenders"]["haproxy"], drain["contenders"]["haproxy"]):
+    *away, drain = ro["events"]
+    for e in away:
+        assert "haproxy" in e["contenders"] and isinstance(e["director"], bool), e
+    for c in [e["contenders"]["haproxy"] for e in away] + [drain["contenders"]["haproxy"]]:
         assert {"failures", "app"} <= set(c), c
         assert c["app"]["count"] >= 0 and "window" in c["app"]
+    # A node cut off the switch: HAProxy's reads to it time out until its check gives up.
+    assert away[2]["contenders"]["haproxy"]["failures"]["count"] > 0, away[2]
     # HAProxy's health check follows the tag: the drained replica stops getting reads.
     assert drain["contenders"]["haproxy"]["left_after"] is not None, drain
     if ro["contenders"]["pgvip-ro"]["available"]:

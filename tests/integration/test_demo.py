@@ -47,7 +47,9 @@ def test_probe_writes_reads_and_follows_the_leader(lab_ready: Lab) -> None:
         assert line["ro_node"] == replica
         assert line["leader"] == leader and line["leader_ok"] is True, line
     gaps = [b["t"] - a["t"] for a, b in zip(lines, lines[1:], strict=False)]
-    assert all(0.05 < g < 1.0 for g in gaps), gaps  # 0.1 s apart; slack for a loaded box
+    # 0.1 s apart on average, on a fixed schedule: a late sample is followed by an early one.
+    assert all(0 < g < 1.0 for g in gaps), gaps
+    assert 0.07 < sum(gaps) / len(gaps) < 0.2, gaps
     # The rows really went in, on the leader.
     count = lab_ready.run(
         leader,
@@ -87,11 +89,16 @@ def test_demo_switchover_end_to_end(lab_ready: Lab) -> None:
     row = next(line for line in table.splitlines() if line.startswith("switchover"))
     assert f"{before} -> {after}" in row
     assert row.rstrip().endswith("recovered")
-    gaps = [float(x) for x in re.findall(r"(\d+\.\d+) s", row)]
+    gaps = [float(x) for x in re.findall(r"(?<![+\d.-])(\d+\.\d+) s", row)]
     assert gaps, row
     # Patroni's own write gap on a switchover is ~2.4 s here (shared/notes/platform.md).
     assert all(0.1 < g < 20 for g in gaps), row
+    assert "app writer gap" in text
     if lab_ready.pgvip:
         assert " 1 " in row  # never two RW holders
+        # The application-model writer pays about what its twin pays: a SYN lost while the
+        # VIP moves would cost it its whole 1 s connect deadline.
+        extra = re.search(r"([+-]\d+\.\d+) s", row)
+        assert extra is not None and float(extra.group(1)) < 0.9, row
     else:
         assert "n/a" in row  # no pgvip: writes through the RW VIP never worked

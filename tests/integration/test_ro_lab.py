@@ -103,6 +103,25 @@ def test_a_stopped_replica_leaves_the_pool(ro_lab: Lab) -> None:
     assert served == {stays: 30}, served
 
 
+def test_a_replica_whose_node_is_cut_off_leaves_within_seconds(ro_lab: Lab) -> None:
+    """The other replica's whole node goes away (switch port down): its connects go
+    unanswered, so the director takes it out long before Patroni forgets it (ttl) and before
+    ro.fall probe rounds of 1 s timeouts would."""
+    boss = director(ro_lab)
+    gone = next(n for n in replicas(ro_lab) if n != boss)
+    ro_lab.partition(gone)
+    try:
+        took = wait(lambda: ro_nodes(ro_lab, 6) == {boss: 6}, 15, f"{gone} out of the pool")
+        assert ro_nodes(ro_lab, 20) == {boss: 20}
+        assert gone in [m["name"] for m in ro_lab.members()]  # Patroni still lists it
+        log = ro_lab.log_path(boss, "pgvip").read_text(errors="replace")
+        assert "connects in a row (0.3 s each): host unreachable" in log, log[-3000:]
+    finally:
+        ro_lab.heal(gone)
+    print(f"cut-off replica out of the pool after {took:.2f} s")
+    wait(lambda: gone in ro_nodes(ro_lab, 10), 40, f"{gone} back after the heal")
+
+
 def test_a_lagging_replica_leaves_and_returns(ro_lab: Lab) -> None:
     leader = ro_lab.leader()
     lagging, _ = replicas(ro_lab)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from pgvip.cli import main
@@ -115,3 +117,23 @@ def test_release_refuses_a_bad_config_by_name(tmp_path: Path) -> None:
     code, out = run("release", "--config", str(path))
     assert code == 2
     assert str(path) in out and "rw.vrid" in out
+
+
+def test_probe_sql_without_psycopg_is_refused_by_check_config_and_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg is the optional `sql` extra: a config that needs it fails at once, exit 2."""
+    path = tmp_path / "pgvip.toml"
+    path.write_text(GOOD + '[ro]\nvip = "10.20.30.49/24"\nprobe_sql = true\n')
+    code, out = run("check-config", "--config", str(path))
+    assert code == 0, out  # psycopg is installed here (the lab and test extras)
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # makes `import psycopg` fail
+    for command in ("check-config", "run"):
+        code, out = run(command, "--config", str(path))
+        assert code == 2, out
+        assert "probe_sql = true needs psycopg" in out and "pgvip[sql]" in out
+        assert "Traceback" not in out
+    # Without probe_sql nothing imports psycopg: the same file minus that line is fine.
+    path.write_text(GOOD + '[ro]\nvip = "10.20.30.49/24"\n')
+    code, out = run("check-config", "--config", str(path))
+    assert code == 0, out

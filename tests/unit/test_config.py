@@ -112,7 +112,7 @@ def test_the_example_config_parses_as_is() -> None:
 def test_defaults_of_the_new_sections(tmp_path: Path) -> None:
     cfg = load(tmp_path, MINIMAL)
     ro = cfg.ro
-    assert (ro.vrid, ro.priority_replica, ro.priority_leader, ro.port) == (51, 150, 50, 5432)
+    assert (ro.vrid, ro.priority_replica, ro.priority_leader, ro.port) == (51, 254, 200, 5432)
     assert ro.max_lag == 16 * 1024 * 1024
     assert (ro.probe_sql, ro.probe_timeout, ro.rise, ro.fall) == (False, 1.0, 2, 2)
     assert (ro.drain_timeout, ro.fallback, ro.include_primary) == (10.0, "primary", False)
@@ -514,6 +514,8 @@ CROSS_ERRORS: list[tuple[dict[str, dict[str, str]], str]] = [
     ({"status": {"username": '"admin"'}}, "needs status.password_file"),
     ({"status": {"password_file": '"/p"'}}, "needs status.username"),
     ({"ro": {"dataplane": '"nftables"', "forwarding": '"dr"'}}, 'nftables supports only "nat"'),
+    ({"ro": {"dataplane": '"nftables"', "scheduler": '"lc"'}}, "supports only rr and wrr"),
+    ({"ro": {"dataplane": '"nftables"', "persistence_timeout": "60"}}, "has no persistence"),
 ]  # fmt: skip
 
 

@@ -17,6 +17,9 @@ MODULE_OF = {
     "pyyaml": "yaml",
     "psycopg-pool": "psycopg_pool",
 }
+# Optional features of the daemon: {module: the extra that declares it}. The daemon imports
+# these only inside the function that needs them, so a node without the extra still runs.
+OPTIONAL = {"psycopg": "sql"}
 
 
 def _declared(requirements: list[str]) -> set[str]:
@@ -32,11 +35,25 @@ def _declared(requirements: list[str]) -> set[str]:
     return names
 
 
-def _third_party_imports(root: Path) -> dict[str, set[str]]:
-    """{top-level module: files importing it} for imports that are neither stdlib nor pgvip."""
+def _module_level(tree: ast.AST) -> list[ast.AST]:
+    """The nodes of `tree` outside any function body: what runs when the module is imported."""
+    found: list[ast.AST] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        found.append(node)
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            todo.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def _third_party_imports(root: Path, *, module_level: bool = False) -> dict[str, set[str]]:
+    """{top-level module: files importing it} for imports that are neither stdlib nor pgvip
+    (with `module_level`, only the imports that run when the file is imported)."""
     found: dict[str, set[str]] = {}
     for path in root.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in _module_level(tree) if module_level else ast.walk(tree):
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -57,9 +74,22 @@ def test_every_import_of_the_daemon_is_a_declared_dependency() -> None:
     undeclared = {}
     for module, files in _third_party_imports(REPO / "pgvip").items():
         in_lab = all(f.startswith("pgvip/lab/") for f in files)
-        if module not in (lab if in_lab else core):
+        optional = module in OPTIONAL and module in _declared(extras[OPTIONAL[module]])
+        if module not in (lab if in_lab else core) and not optional:
             undeclared[module] = sorted(files)
     assert undeclared == {}, f"imported but not declared in pyproject.toml: {undeclared}"
+
+
+def test_optional_dependencies_are_extras_imported_only_where_used() -> None:
+    """psycopg (ro.probe_sql) is the `sql` extra, not a dependency, and outside the lab no
+    module imports it at import time: `pgvip run` without the extra must still start."""
+    core = _declared(PYPROJECT["project"]["dependencies"])
+    assert set(OPTIONAL).isdisjoint(core)
+    eager = _third_party_imports(REPO / "pgvip", module_level=True)
+    for module in OPTIONAL:
+        outside_lab = sorted(f for f in eager.get(module, ()) if not f.startswith("pgvip/lab/"))
+        assert outside_lab == [], f"{module} imported at module level: {outside_lab}"
+    assert "psycopg" in _third_party_imports(REPO / "pgvip")  # the scan sees the lazy one
 
 
 def test_the_benchmarks_imports_are_declared_in_their_extras() -> None:

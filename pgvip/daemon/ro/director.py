@@ -22,7 +22,7 @@ from pgvip.daemon.ro.phases import HOLDS_SERVICE, DirectorInput, Phase, next_pha
 from pgvip.daemon.ro.port_check import Target, port_watch
 from pgvip.daemon.ro.probes import ClusterReader, SqlProbe, probe_members, psycopg_probe
 from pgvip.daemon.ro.real_server import LoopbackRealServer, LoVip, RealServerHooks
-from pgvip.daemon.ro.status import DirectorStatus, describe_backends
+from pgvip.daemon.ro.status import DirectorStatus, describe_backends, director_reason
 from pgvip.dataplane.balancer import IPAddress, LoadBalancer
 from pgvip.patroni.client import PatroniClient
 from pgvip.patroni.cluster import ClusterView
@@ -113,6 +113,7 @@ class Director:
         self._last_set: BackendSet | None = None
         self._latest: dict[str, list[ProbeResult]] = {}  # the last round, per member
         self.on_refused: list[Callable[[str, str, int, str], None]] = []
+        self.local_member: Callable[[], str | None] = lambda: None  # this node's member name
         self.cycles = 0
         self.probe_failures = 0
 
@@ -146,7 +147,8 @@ class Director:
     async def run(self) -> None:
         c = self.config
         async with port_watch(self._in_rotation, self._refused, interval=c.port_check_interval,
-                              timeout=c.probe_timeout, clock=self._clock):  # fmt: skip
+                              timeout=c.probe_timeout, clock=self._clock,
+                              local=self._local_in_rotation, log=self._log):  # fmt: skip
             await self._cycles()
 
     async def _cycles(self) -> None:
@@ -213,14 +215,8 @@ class Director:
         )
         replicas = [m for m in view.members if m.is_replica] if view and active else []
         healthy = sum(1 for b in infos if b.healthy and any(m.name == b.member for m in replicas))
-        if not active:
-            reason = "not the RO director"
-        elif current is None:
-            reason = self._cluster.error or "starting: no /cluster answer yet"
-        elif self.phase is Phase.WARMING:
-            reason = f"warming up: {current.reason}"
-        else:
-            reason = current.reason
+        reason = director_reason(active, current, self._cluster.error,
+                                 warming=self.phase is Phase.WARMING)  # fmt: skip
         d = self._driver
         return DirectorStatus(
             active=active,
@@ -355,11 +351,16 @@ class Director:
             return []
         return [(b.member, str(b.address), b.port) for b in self._last_set.active]
 
+    def _local_in_rotation(self) -> list[Target]:  # this node's own PostgreSQL, if in rotation
+        me = self.local_member()
+        return [t for t in self._in_rotation() if me is not None and t[0] == me]
+
     def _refused(self, result: ProbeResult) -> None:
-        """A backend in rotation refused the port watch: out now, on the last good /cluster
+        """A backend in rotation failed the port watch (refused, or its host is gone): out now,
+        on the last good /cluster
         (a round could wait out a stopping Patroni's REST API), then a full round; listeners
         (`on_refused`, e.g. our own RoleWatch when it is this node) hear member, host, port."""
-        self._log.info("RO backend refused a connection: taking it out", member=result.member,
+        self._log.info("RO backend failed its port check: taking it out", member=result.member,
                        reason=result.reason)  # fmt: skip
         view, now = self._cluster.view, self._clock()
         if view is not None and self.phase is Phase.DIRECTING and self._master:

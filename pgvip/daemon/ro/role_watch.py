@@ -151,6 +151,10 @@ class RoleWatch:
             self._first = False
         return obs
 
+    def member_name(self) -> str | None:
+        """This node's Patroni member name, as `/patroni` last said (None: not yet)."""
+        return self.last_status.name if self.last_status is not None else None
+
     def member_refused(self, member: str, host: str, port: int, reason: str) -> None:
         """The director's port watch saw `member` refuse; it matters here if that is us."""
         if self.last_status is not None and self.last_status.name == member:

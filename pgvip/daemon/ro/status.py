@@ -13,7 +13,7 @@ from pgvip.patroni.cluster import ClusterView
 from pgvip.policy.backends import BackendSet, BackendStatus, ProbeResult
 from pgvip.status import RoInfo
 
-__all__ = ["DirectorBackend", "DirectorStatus", "describe_backends"]
+__all__ = ["DirectorBackend", "DirectorStatus", "describe_backends", "director_reason"]
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,17 @@ class DirectorStatus:
             }
         )
         return out
+
+
+def director_reason(
+    active: bool, current: BackendSet | None, cluster_error: str | None, *, warming: bool
+) -> str:
+    """Why the director is where it is, for the status API."""
+    if not active:
+        return "not the RO director"
+    if current is None:
+        return cluster_error or "starting: no /cluster answer yet"
+    return f"warming up: {current.reason}" if warming else current.reason
 
 
 def describe_backends(

@@ -112,8 +112,9 @@ def virtual_service(
 class LoadBalancer(Protocol):
     """One RO virtual service on this node (optionally inside network namespace `netns`).
 
-    Implementations are constructed as `Impl(interface=..., netns=..., service=(vip, port))`:
-    `interface` holds the VIP, `service` names the service a previous run may have left.
+    Implementations are constructed as `Impl(interface=..., netns=..., service=(vip, port),
+    instance=...)`: `interface` holds the VIP, `service` names the service a previous run may
+    have left, `instance` (`instance.name`) names its nftables table and sysctl claims.
     """
 
     name: ClassVar[str]
@@ -142,6 +143,7 @@ class LoadBalancerClass(Protocol):
         interface: str | None = ...,
         netns: str | None = ...,
         service: tuple[IPAddress, int] | None = ...,
+        instance: str | None = ...,
     ) -> LoadBalancer: ...
 
     def check(self, scheduler: str, forwarding: str, persistence_timeout: int) -> None:

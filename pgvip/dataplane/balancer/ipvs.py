@@ -41,6 +41,7 @@ from pgvip.dataplane.balancer.ipvs_plan import (
 )
 from pgvip.dataplane.balancer.nftables import find_nft
 from pgvip.dataplane.sysctl import PROC_SYS, SysctlKeeper, forwarding_sysctls
+from pgvip.naming import StateNames
 
 if TYPE_CHECKING:
     from pyroute2 import AsyncIPVS
@@ -144,12 +145,15 @@ class IpvsLoadBalancer:
         manage_sysctls: bool = True,
         proc_root: Path = PROC_SYS,
         nft: str | None = None,
+        instance: str | None = None,
     ) -> None:
         self.interface = interface
         self.netns = netns
         self.manage_sysctls = manage_sysctls
-        self.sysctls = SysctlKeeper(netns=netns, proc_root=proc_root)
-        self.masquerade = IpvsMasquerade(nft or find_nft(), netns=netns)
+        names = StateNames(instance)
+        self.sysctls = SysctlKeeper(netns=netns, proc_root=proc_root, names=names)
+        table = names.masquerade_table
+        self.masquerade = IpvsMasquerade(nft or find_nft(), netns=netns, table=table)
         self._key = None if service is None else (service[0], service[1], "tcp")
         self._forwarding = "nat"
 

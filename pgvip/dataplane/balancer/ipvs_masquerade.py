@@ -23,25 +23,26 @@ import re
 
 from pgvip.dataplane.balancer import IPAddress, LoadBalancerError
 from pgvip.dataplane.command import run_command
+from pgvip.naming import MASQUERADE_TABLE
 
 __all__ = ["CONNTRACK_SYSCTL", "TABLE", "IpvsMasquerade", "parse", "ruleset"]
 
-TABLE = "pgvip_ipvs"
+TABLE = MASQUERADE_TABLE  # an unnamed instance's; `naming.StateNames.masquerade_table`
 CONNTRACK_SYSCTL = {"net/ipv4/vs/conntrack": "1"}
 _RULE = re.compile(
     r"meta l4proto tcp ct original ip6? daddr (\S+) ct original proto-dst (\d+) masquerade"
 )
 
 
-def ruleset(vip: IPAddress, port: int) -> str:
-    """The nft script that replaces table inet pgvip_ipvs with the masquerade for vip:port."""
+def ruleset(vip: IPAddress, port: int, table: str = TABLE) -> str:
+    """The nft script that replaces table inet `table` with the masquerade for vip:port."""
     family = "ip" if vip.version == 4 else "ip6"
     return (
         # Create-then-delete: the delete succeeds whether or not the table existed, and the
         # whole script is one transaction.
-        f"table inet {TABLE}\n"
-        f"delete table inet {TABLE}\n"
-        f"table inet {TABLE} {{\n"
+        f"table inet {table}\n"
+        f"delete table inet {table}\n"
+        f"table inet {table} {{\n"
         f"  chain postrouting {{\n"
         f"    type nat hook postrouting priority srcnat; policy accept;\n"
         f"    meta l4proto tcp ct original {family} daddr {vip} ct original proto-dst {port} "
@@ -65,18 +66,19 @@ def parse(listing: str) -> set[tuple[IPAddress, int]]:
 class IpvsMasquerade:
     """The table for one director, optionally inside `netns` (through `ip netns exec`)."""
 
-    def __init__(self, nft: str | None, *, netns: str | None = None) -> None:
+    def __init__(self, nft: str | None, *, netns: str | None = None, table: str = TABLE) -> None:
         self.nft = nft  # None: nft is not installed, so there can be no table to find
         self.netns = netns
+        self.table = table
 
     async def current(self) -> set[tuple[IPAddress, int]] | None:
         """The masquerades in place; None when there is no table."""
         if self.nft is None:
             return None
         tables = await self._nft(["list", "tables"])
-        if f"table inet {TABLE}" not in tables.splitlines():
+        if f"table inet {self.table}" not in tables.splitlines():
             return None
-        return parse(await self._nft(["list", "table", "inet", TABLE]))
+        return parse(await self._nft(["list", "table", "inet", self.table]))
 
     async def ensure(self, vip: IPAddress, port: int) -> bool:
         """Make the table hold exactly the masquerade for vip:port; True if it changed."""
@@ -88,7 +90,7 @@ class IpvsMasquerade:
         if await self.current() == {(vip, port)}:
             return False
         try:
-            await self._nft(["-f", "-"], stdin=ruleset(vip, port))
+            await self._nft(["-f", "-"], stdin=ruleset(vip, port, self.table))
         except LoadBalancerError as exc:
             raise LoadBalancerError(
                 f"IPVS one-armed NAT: cannot install the masquerade for {vip}:{port}: {exc}"
@@ -99,7 +101,8 @@ class IpvsMasquerade:
         """Delete the table; True if there was one."""
         if await self.current() is None:
             return False
-        await self._nft(["-f", "-"], stdin=f"table inet {TABLE}\ndelete table inet {TABLE}\n")
+        script = f"table inet {self.table}\ndelete table inet {self.table}\n"
+        await self._nft(["-f", "-"], stdin=script)
         return True
 
     async def _nft(self, args: list[str], stdin: str | None = None) -> str:

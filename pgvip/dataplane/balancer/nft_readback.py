@@ -16,7 +16,7 @@ from pgvip.dataplane.balancer.nft_ruleset import (
 )
 
 
-def parse_table(listing: Mapping[str, Any]) -> VirtualService | None:
+def parse_table(listing: Mapping[str, Any], table: str = TABLE) -> VirtualService | None:
     """Turn `nft -j list table <fam> pgvip` (or `list ruleset`) into the VirtualService it holds.
 
     None if there is no pgvip table. A pgvip table that is not in the shape `build_document`
@@ -25,7 +25,7 @@ def parse_table(listing: Mapping[str, Any]) -> VirtualService | None:
     items = listing.get("nftables")
     if not isinstance(items, list):
         raise LoadBalancerError("nft -j output has no 'nftables' list")
-    tables = [i["table"] for i in items if "table" in i and i["table"].get("name") == TABLE]
+    tables = [i["table"] for i in items if "table" in i and i["table"].get("name") == table]
     if not tables:
         return None
     if len(tables) > 1:
@@ -33,19 +33,19 @@ def parse_table(listing: Mapping[str, Any]) -> VirtualService | None:
         raise LoadBalancerError(f"more than one pgvip table ({fams}); apply or clear replaces them")
     fam = tables[0].get("family")
     if fam not in ("ip", "ip6"):
-        raise LoadBalancerError(f"table {fam} {TABLE} is not an ip/ip6 table")
-    where = f"table {fam} {TABLE} is not pgvip's shape"
+        raise LoadBalancerError(f"table {fam} {table} is not an ip/ip6 table")
+    where = f"table {fam} {table} is not pgvip's shape"
 
     chains = {
         c["chain"]["name"]: c["chain"]
         for c in items
-        if "chain" in c and c["chain"].get("table") == TABLE and c["chain"].get("family") == fam
+        if "chain" in c and c["chain"].get("table") == table and c["chain"].get("family") == fam
     }
     rules: dict[str, list[list[Json]]] = {}
     comments: dict[str, str | None] = {}
     for r in items:
         rule = r.get("rule")
-        if rule and rule.get("table") == TABLE and rule.get("family") == fam:
+        if rule and rule.get("table") == table and rule.get("family") == fam:
             rules.setdefault(rule["chain"], []).append(rule.get("expr", []))
             comments[rule["chain"]] = rule.get("comment")
     for name, kind, hook, prio in CHAINS:

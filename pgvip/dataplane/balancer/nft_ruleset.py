@@ -37,8 +37,9 @@ from dataclasses import replace
 from typing import Any
 
 from pgvip.dataplane.balancer import LoadBalancerError, RealServer, VirtualService, check_names
+from pgvip.naming import BALANCER_TABLE
 
-TABLE = "pgvip"
+TABLE = BALANCER_TABLE  # an unnamed instance's; `naming.StateNames.balancer_table`
 NFT_SCHEDULERS = frozenset({"rr", "wrr"})
 MAX_SLOTS = 1024
 COMMENT_PREFIX = "pgvip scheduler="
@@ -106,25 +107,25 @@ def slots(backends: Sequence[RealServer]) -> list[RealServer]:
     return out
 
 
-def build_document(desired: VirtualService | None) -> Json:
-    """One nft JSON transaction: drop any pgvip table (both families), then add `desired`'s.
+def build_document(desired: VirtualService | None, table: str = TABLE) -> Json:
+    """One nft JSON transaction: drop table `table` (both families), then add `desired`'s.
 
     Each delete is preceded by an add of the same table so it cannot fail on a missing one.
     `None` renders the clearing transaction only.
     """
     commands: list[Json] = [{"metainfo": {"json_schema_version": 1}}]
     for fam in ("ip", "ip6"):
-        commands.append({"add": {"table": {"family": fam, "name": TABLE}}})
-        commands.append({"delete": {"table": {"family": fam, "name": TABLE}}})
+        commands.append({"add": {"table": {"family": fam, "name": table}}})
+        commands.append({"delete": {"table": {"family": fam, "name": table}}})
     if desired is None:
         return {"nftables": commands}
 
     vs = normalise(desired)
     fam = _FAMILIES[vs.vip.version]
     vip = str(vs.vip)
-    commands.append({"add": {"table": {"family": fam, "name": TABLE}}})
+    commands.append({"add": {"table": {"family": fam, "name": table}}})
     for name, kind, hook, prio in CHAINS:
-        chain: Json = {"family": fam, "table": TABLE, "name": name, "type": kind, "hook": hook}
+        chain: Json = {"family": fam, "table": table, "name": name, "type": kind, "hook": hook}
         chain |= {"prio": prio, "policy": "accept"}
         commands.append({"add": {"chain": chain}})
 
@@ -141,7 +142,7 @@ def build_document(desired: VirtualService | None) -> Json:
             "dnat": {"family": fam, "addr": {"map": {"key": numgen, "data": {"set": elements}}}}
         }
         for chain_name in ("prerouting", "output"):
-            rule = {"family": fam, "table": TABLE, "chain": chain_name, "expr": [*to_vip, dnat]}
+            rule = {"family": fam, "table": table, "chain": chain_name, "expr": [*to_vip, dnat]}
             commands.append({"add": {"rule": rule}})
     masquerade = [
         _match({"ct": {"key": "status"}}, "dnat", op="in"),
@@ -153,13 +154,13 @@ def build_document(desired: VirtualService | None) -> Json:
     commands.append(
         {
             "add": {
-                "rule": {"family": fam, "table": TABLE, "chain": "postrouting", "expr": masquerade}
+                "rule": {"family": fam, "table": table, "chain": "postrouting", "expr": masquerade}
             }
         }
     )
     # rr and wrr with equal weights are the same slots, so the name rides in a comment
     # on the one rule that always exists.
-    reject: Json = {"family": fam, "table": TABLE, "chain": "input"}
+    reject: Json = {"family": fam, "table": table, "chain": "input"}
     reject["comment"] = f"{COMMENT_PREFIX}{vs.scheduler}"
     reject["expr"] = [*to_vip, {"reject": {"type": "tcp reset"}}]
     commands.append({"add": {"rule": reject}})

@@ -15,9 +15,10 @@ from typing import ClassVar
 from pgvip.dataplane.balancer import IPAddress, LoadBalancerError, VirtualService
 from pgvip.dataplane.balancer.conntrack_cut import cut_connections
 from pgvip.dataplane.balancer.nft_readback import parse_table
-from pgvip.dataplane.balancer.nft_ruleset import TABLE, build_document, check, normalise
+from pgvip.dataplane.balancer.nft_ruleset import build_document, check, normalise
 from pgvip.dataplane.command import run_command
 from pgvip.dataplane.sysctl import PROC_SYS, SysctlKeeper, forwarding_sysctls
+from pgvip.naming import StateNames
 
 
 # -- forwarding sysctls ------------------------------------------------------------
@@ -34,11 +35,12 @@ def find_nft() -> str | None:
 
 
 class NftablesLoadBalancer:
-    """LoadBalancer over table ip/ip6 pgvip.
+    """LoadBalancer over table ip/ip6 pgvip (pgvip-NAME for instance NAME, `pgvip.naming`).
 
     `interface` is where the VIP lives (its send_redirects is turned off); `netns` runs every
     command through `ip netns exec`; `service` is accepted for the common constructor and
-    unused (the table's name is its identity).
+    unused (the table's name is its identity); `instance` names the table and the claims on
+    the forwarding sysctls (`sysctl.SysctlKeeper`).
 
     With `manage_sysctls`, apply() enables forwarding and clear() restores each sysctl it
     changed, unless someone changed it again since: a node that is no longer the director
@@ -61,12 +63,15 @@ class NftablesLoadBalancer:
         nft: str | None = None,
         manage_sysctls: bool = True,
         proc_root: Path = PROC_SYS,
+        instance: str | None = None,
     ) -> None:
         self.interface = interface
         self.netns = netns
         self.nft = nft or find_nft() or "nft"
         self.manage_sysctls = manage_sysctls
-        self.sysctls = SysctlKeeper(netns=netns, proc_root=proc_root)
+        names = StateNames(instance)
+        self.table = names.balancer_table
+        self.sysctls = SysctlKeeper(netns=netns, proc_root=proc_root, names=names)
         self._asked: VirtualService | None = None  # the last desired state, weight 0 included
         self.cut = 0  # connections ended because their backend left after its drain
 
@@ -84,7 +89,7 @@ class NftablesLoadBalancer:
         except LoadBalancerError:
             current = None  # a foreign or damaged table: replace it whole
         if current != want:
-            await self._nft(["-j", "-f", "-"], stdin=json.dumps(build_document(want)))
+            await self._nft(["-j", "-f", "-"], stdin=json.dumps(build_document(want, self.table)))
             changed = True
         left = self._departed(desired)
         if left:  # after the table: no new connection can reach them any more
@@ -106,19 +111,19 @@ class NftablesLoadBalancer:
             t["table"]["family"]
             for t in tables.get("nftables", [])
             if "table" in t
-            and t["table"].get("name") == TABLE
+            and t["table"].get("name") == self.table
             and t["table"].get("family") in ("ip", "ip6")
         ]
         if not families:
             return None
         if len(families) > 1:
-            raise LoadBalancerError(f"more than one pgvip table ({', '.join(families)})")
-        listing = await self._nft(["-j", "list", "table", families[0], TABLE])
-        return parse_table(json.loads(listing))
+            raise LoadBalancerError(f"more than one {self.table} table ({', '.join(families)})")
+        listing = await self._nft(["-j", "list", "table", families[0], self.table])
+        return parse_table(json.loads(listing), self.table)
 
     async def clear(self) -> None:
         self._asked = None
-        await self._nft(["-j", "-f", "-"], stdin=json.dumps(build_document(None)))
+        await self._nft(["-j", "-f", "-"], stdin=json.dumps(build_document(None, self.table)))
         await self.sysctls.restore()
 
     async def _nft(self, args: list[str], stdin: str | None = None) -> str:

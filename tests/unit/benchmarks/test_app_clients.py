@@ -1,4 +1,4 @@
-"""The application-model clients (benchmarks/app_clients.py) and their analysis, without a
+"""The application-model clients (pgvip/lab/app_clients.py) and their analysis, without a
 database: fake connect/statement coroutines stand in for psycopg."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from benchmarks import analysis
-from benchmarks.app_clients import HeldConnection, NoTarget, Paced
 from benchmarks.client import ClientError, config_from_args
+from pgvip.lab.app_clients import HeldConnection, NoTarget, Paced
 
 
 class FakeConn:

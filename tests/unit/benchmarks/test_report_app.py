@@ -72,5 +72,24 @@ def test_a_results_file_from_before_the_app_clients_still_renders() -> None:
     del doc["ro"]["events"][0]["scenario"]
     text = report.render(doc)
     assert "Application view" not in text and "Goals (issue 12)" not in text
-    row = next(line for line in text.splitlines() if line.startswith("| 1 | p2 | pgvip-ro"))
+    row = next(line for line in text.splitlines() if line.startswith("| 1 | p2 | — | pgvip-ro"))
     assert "| 4 | — | — |" in row  # sampler count from the old gap record; no window, no app
+
+
+def test_a_killed_postmaster_and_a_gone_node_get_their_own_tables_and_rows() -> None:
+    doc = _doc([0.01], 60.0, ro_reads=3, drain_reads=0)
+    first = doc["ro"]["events"][0]
+    kill = first | {"id": 3, "scenario": "replica-pg-kill", "director": True}
+    gone = first | {"id": 4, "scenario": "replica-gone", "director": False, "contenders": {
+        "pgvip-ro": first["contenders"]["pgvip-ro"]
+        | {"app": _fail(9, 1.4, 1000.0, timeout=2, refused=7)}}}  # fmt: skip
+    doc["ro"]["events"] += [kill, gone]
+    text = report.render(doc)
+    assert "Replica's postmaster killed (kill -9)" in text and "cut off the switch" in text
+    assert any(line.startswith("| 3 | p2 | yes | pgvip-ro") for line in text.splitlines())
+    assert any(line.startswith("| 4 | p2 | no | pgvip-ro") for line in text.splitlines())
+    goals = text.split("#### Goals (issue 12)")[1].split("####")[0]
+    assert "pgvip-ro: replica's postmaster killed, ≤ 0.3 s" in goals
+    summary = text.split("RO events per contender:")[1]
+    gone_row = next(line for line in summary.splitlines() if "| replica-gone |" in line)
+    assert "| 9 / 9 |" in gone_row and "| 2 |" in gone_row  # failed reads; timeouts

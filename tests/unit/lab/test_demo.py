@@ -74,7 +74,8 @@ def test_measure_a_recovered_scenario() -> None:
     result = ScenarioResult("switchover", t_event=11.0, t_end=13.0, recovered=True)
     timeline = [(5.0, ("p1",)), (11.3, ()), (11.6, ("p2",))]
     demo_report.measure(result, _samples(rw, ld), timeline)
-    assert result.worked == {"rw": True, "ro": False, "leader": True}
+    assert result.worked == {"rw": True, "ro": False, "leader": True, "app_rw": False,
+                             "app_leader": False}  # fmt: skip
     assert result.rw_gap == pytest.approx(0.7)  # last ok 11.0, first ok after 11.7
     assert result.leader_gap == pytest.approx(0.4)
     assert result.max_rw_holders == 1
@@ -82,6 +83,30 @@ def test_measure_a_recovered_scenario() -> None:
     table = demo_report.summary_table([result])
     assert "0.70 s" in table and "0.40 s" in table and "recovered" in table
     assert "n/a" in table  # the RO VIP never worked
+
+
+def test_the_app_writer_is_measured_against_its_twin() -> None:
+    """A lost SYN: the app writer (one attempt at a time, 1 s deadline) waits out one timeout
+    that its twin straight to the leader does not; the 100 ms samples do not see it."""
+    rw = "oooooooooo" + "ooxxoooooo" + "oooooooooo"
+    samples = _samples(rw, rw)
+    values = {"o": True, "x": False}
+    # app_rw: ok until 11.2, a 1 s timeout from 11.2, ok from 12.3; app_leader: 0.3 s of refusals
+    for t, ok, err in [(10.5, "o", None), (11.0, "o", None), (11.2, "x", "timeout"),
+                       (12.3, "o", None), (12.8, "o", None)]:  # fmt: skip
+        samples.append({"seq": 0, "t": t, "client": "app", "app_rw_ok": values[ok],
+                        "app_rw_err": err})  # fmt: skip
+    for t, ok in [(10.5, "o"), (11.0, "o"), (11.2, "x"), (11.3, "x"), (11.5, "o"), (12.8, "o")]:
+        samples.append({"seq": 0, "t": t, "client": "app", "app_leader_ok": values[ok],
+                        "app_leader_err": None if ok == "o" else "refused"})  # fmt: skip
+    result = ScenarioResult("switchover", t_event=11.0, t_end=13.0, recovered=True)
+    demo_report.measure(result, samples, [(5.0, ("p1",))])
+    assert result.app_rw_gap == pytest.approx(1.3) and result.app_leader_gap == pytest.approx(0.5)
+    assert demo_report.app_extra(result) == pytest.approx(0.8)
+    line = demo_report.step_line(result)
+    assert "app writer gap 1.30 s, 1 failed (timeout 1), extra over its twin +0.80 s" in line
+    table = demo_report.summary_table([result])
+    assert "app extra" in table.splitlines()[0] and "+0.80 s" in table.splitlines()[2]
 
 
 def test_measure_no_recovery_and_two_holders() -> None:

@@ -73,6 +73,7 @@ def instance(name: str = "rw", state: str = "MASTER", **over: Any) -> InstanceIn
         ]
         if is_master
         else [],
+        "conflicts": [],
     }
     inst.update(over)  # type: ignore[typeddict-item]
     return inst

@@ -318,7 +318,7 @@ class FakeMasquerade:
 
     tables: list[set[tuple[object, int]] | None] = []
 
-    def __init__(self, nft: str | None, *, netns: str | None = None) -> None:
+    def __init__(self, nft: str | None, *, netns: str | None = None, table: str = "") -> None:
         self.table: set[tuple[object, int]] | None = None
         FakeMasquerade.tables = []
 

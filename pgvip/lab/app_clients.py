@@ -1,6 +1,7 @@
-"""Clients that connect the way applications do, beside the overlapping-attempt sampler.
+"""Clients that connect the way applications do, beside the overlapping-attempt sampler; used
+by the benchmark client (benchmarks/client.py) and by the lab probe's `--app` writer.
 
-The sampler (benchmarks/client.py) starts a new attempt every 20 ms even while earlier ones
+The sampler starts a new attempt every 20 ms even while earlier ones
 are pending, so a lost SYN costs it nothing: it measures the VIP's own move. An application
 holds a connection (or a pool) and, on an error, reconnects and waits for that connect. These
 writers do exactly one thing at a time, every `interval`, never overlapping and never
