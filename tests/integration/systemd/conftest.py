@@ -143,8 +143,9 @@ def machine(request: pytest.FixtureRequest) -> Iterator[m.Machine]:
     started = time.monotonic()
     with m.booted(name, _prepare) as machine:
         ready = time.monotonic() - started
-        SUMMARY.append(f"{request.module.__name__}: container ready in {ready:.1f} s "
-                       f"(systemd boot {machine.boot_seconds:.2f} s)")  # fmt: skip
+        how = "wheel" if os.environ.get("PGVIP_SYSTEMD_INSTALL") == "wheel" else "Debian package"
+        SUMMARY.append(f"{request.module.__name__}: pgvip from the {how}, container ready "
+                       f"in {ready:.1f} s (systemd boot {machine.boot_seconds:.2f} s)")  # fmt: skip
         machine.host_net("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
         machine.host_net("ip", "addr", "add", f"{SOURCE}/24", "dev", "eth0")
         machine.host_net("ip", "link", "set", "eth0p", "up")

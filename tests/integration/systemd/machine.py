@@ -8,8 +8,8 @@ Layers:
 - the base root: a copy of that plus a venv with pgvip's dependencies (which also runs the
   stand-in Patroni), rebuilt when pyproject.toml changes (~10 s);
 - per boot: an overlayfs over the base (the base stays pristine), into which the
-  installer puts pgvip (`WheelInstall`, or `DebInstall` when PGVIP_SYSTEMD_DEB names a
-  .deb), the stand-in Patroni as `patroni.service`, and whatever files the test writes.
+  installer puts pgvip (`DebInstall`, or `WheelInstall`), the stand-in Patroni as
+  `patroni.service`, and whatever files the test writes.
 
 Every nspawn runs in a cgroup of its own (this host has no systemd: without one, nspawn
 would create `payload/` in the root cgroup, shared by every container on the machine).
@@ -17,7 +17,9 @@ The container has its own network namespace with only `lo` until a test adds lin
 
 Both installers leave the same layout (/usr/bin/pgvip, /lib/systemd/system/pgvip.service,
 /etc/pgvip/, user pgvip, the unit not enabled), so the tests do not care which ran.
-PGVIP_SYSTEMD_DEB=dist/pgvip_*.deb runs them on the Debian package.
+By default they run on the Debian package (tests/integration/debian_package.py builds it
+once per session; PGVIP_DEB=… names one built already); PGVIP_SYSTEMD_INSTALL=wheel
+installs a wheel of this checkout instead (quicker while editing pgvip).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ MIRROR = os.environ.get("PGVIP_SYSTEMD_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "iproute2", "nftables", "procps",
     "python3", "python3-venv", "keepalived", "ca-certificates",
+    "adduser", "libpq5",  # the Debian package's Depends, so that installing it needs no download
 )  # fmt: skip
 VENV = "/opt/pgvip/venv"  # where WheelInstall puts pgvip; /usr/bin/pgvip points into it
 UNIT_PATH = "/lib/systemd/system/pgvip.service"  # where the Debian package puts the unit
@@ -223,19 +226,25 @@ class DebInstall:
 
     def install(self, root: Path) -> None:
         shutil.copy(self.deb, root / "var/tmp" / self.deb.name)
+        deb = f"/var/tmp/{self.deb.name}"
+        # The base root has every dependency: apt needs the index only if that changed.
         nspawn(root, "/bin/sh", "-ec",
-               f"apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
-               f"/var/tmp/{self.deb.name} && rm /var/tmp/{self.deb.name}", timeout=900)  # fmt: skip
+               f"export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q {deb} "
+               f"|| {{ apt-get update -q && apt-get install -y -q {deb}; }}; rm {deb}",
+               timeout=900)  # fmt: skip
         # The tests start the unit themselves, after writing its config.
         for wants in root.glob("etc/systemd/system/*.wants/pgvip.service"):
             wants.unlink()
 
 
 def installer(work: Path) -> WheelInstall | DebInstall:
-    deb = os.environ.get("PGVIP_SYSTEMD_DEB")
-    if deb:
-        return DebInstall(Path(deb))
-    return WheelInstall(build_wheel(work))
+    """The Debian package (built once per test session, or $PGVIP_DEB), unless
+    PGVIP_SYSTEMD_INSTALL=wheel asks for the quicker wheel of this checkout."""
+    if os.environ.get("PGVIP_SYSTEMD_INSTALL") == "wheel":
+        return WheelInstall(build_wheel(work))
+    from tests.integration.debian_package import built_deb
+
+    return DebInstall(built_deb())
 
 
 @dataclass
