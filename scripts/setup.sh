@@ -22,6 +22,8 @@ apt_packages=(
     qemu-system-x86 linux-image-amd64 busybox-static ipvsadm
     # the Debian package (scripts/build-deb.sh, debian/control's Build-Depends) and its test
     build-essential debhelper help2man lintian debootstrap
+    # the systemd tests (tests/integration/systemd): systemd-nspawn
+    systemd-container
 )
 
 if [[ ${PGVIP_SKIP_APT:-0} != 1 ]]; then

@@ -246,8 +246,9 @@ SCHEMA: tuple[Setting, ...] = (
        check=_SECONDS_HOUR, unit="seconds", hot=True),
     # [log]
     _s("log", "format", "string", "auto",
-       "auto (console on a TTY, JSON otherwise), console or json.",
-       check=choice("auto", "console", "json"), hot=True),
+       "auto (journal entries with fields under systemd, else console on a TTY, else "
+       "JSON), journal, console or json.",
+       check=choice("auto", "journal", "console", "json"), hot=True),
     _s("log", "level", "string", "info", "debug, info, warning, error or critical.",
        check=choice("debug", "info", "warning", "error", "critical"), hot=True),
     # [status]

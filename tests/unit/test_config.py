@@ -405,7 +405,7 @@ VALUE_ERRORS = [
     ("announce", "garp_refresh = -1", "must be >= 0"),
     ("notify", 'command = "  "', "must not be empty"),
     ("notify", "timeout = 0", "must be > 0"),
-    ("log", 'format = "xml"', "must be one of auto, console, json"),
+    ("log", 'format = "xml"', "must be one of auto, journal, console, json"),
     ("log", 'level = "verbose"', "must be one of debug, info, warning, error, critical"),
     ("status", 'listen = "localhost"', "not an IPv4 or IPv6 address"),
     ("status", "port = 70000", "must be 1-65535"),

@@ -1,0 +1,107 @@
+"""The sandbox of deploy/pgvip.service: `systemd-analyze security` scores it (goal ≤ 2.0,
+keepalived's Debian unit measured beside it), and pgvip still does everything it needs inside
+it: netlink, raw sockets, the nftables RO dataplane (nft, /proc/sys/net), /run/pgvip."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.integration.systemd.conftest import (
+    SOURCE,
+    STATE,
+    SUMMARY,
+    UNIT,
+    Pgvip,
+    render_config,
+    wait_for,
+)
+from tests.integration.systemd.machine import VENV, Machine
+
+pytestmark = pytest.mark.integration
+
+EXPOSURE_GOAL = 2.0
+
+
+def exposure(machine: Machine, unit: str) -> tuple[float, str]:
+    out = machine.sh(f"systemd-analyze security --no-pager {unit}", check=False)
+    found = re.search(rf"Overall exposure level for {re.escape(unit)}: (\d+\.\d+) (\w+)", out)
+    assert found, out
+    return float(found[1]), out
+
+
+def test_exposure_score_is_at_most_2(machine: Machine) -> None:
+    score, report = exposure(machine, UNIT)
+    keepalived, _ = exposure(machine, "keepalived.service")
+    SUMMARY.append(f"systemd-analyze security: pgvip.service {score}, "
+                   f"keepalived.service {keepalived} (Debian 12's unit)")  # fmt: skip
+    assert score <= EXPOSURE_GOAL, report
+
+
+def test_the_nftables_ro_dataplane_works_inside_the_sandbox(pgvip: Pgvip) -> None:
+    # The only node, and the leader: it directs the RO VIP itself and falls back to the
+    # primary (itself), which takes nft, netlink and writes to /proc/sys/net.
+    pgvip.m.write("/etc/pgvip/pgvip.toml", render_config(ro=True))
+    member = {"name": "standin", "role": "leader", "state": "running", "host": SOURCE,
+              "port": 5432, "timeline": 1}  # fmt: skip
+    pgvip.m.write(STATE, json.dumps({"primary": 200, "cluster": {"members": [member]}}))
+    # Something that accepts on 5432, for pgvip's port check of its only backend.
+    pgvip.m.sh(f"systemd-run --unit=fake-postgres {VENV}/bin/python -m http.server "
+               f"--bind {SOURCE} 5432")  # fmt: skip
+    # From known values: pgvip must write these itself, through the sandbox.
+    sysctls = ("net/ipv4/ip_forward", "net/ipv4/conf/eth0/send_redirects")
+    pgvip.m.host_net(
+        "sysctl", "-qw", "net.ipv4.ip_forward=0", "net.ipv4.conf.eth0.send_redirects=1"
+    )
+    pgvip.start()
+    pgvip.wait_vip()
+    wait_for(lambda: "192.0.2.49/24" in pgvip.m.host_net("ip", "-o", "addr"), 15, "the RO VIP")
+    wait_for(lambda: _has_table(pgvip), 10, "pgvip's nftables table")
+    values = [pgvip.m.host_net("cat", f"/proc/sys/{key}").strip() for key in sysctls]
+    assert values == ["1", "0"], dict(zip(sysctls, values, strict=True))
+    assert pgvip.m.sh("test -d /run/pgvip && stat -c %U /run/pgvip").strip() == "pgvip"
+    ro = pgvip.status()["ro"]
+    errors = [e["MESSAGE"] for e in pgvip.journal() if int(e.get("PRIORITY", 6)) <= 3]
+    assert not errors, errors
+    assert ro["directing"] and ro["apply_errors"] == 0, ro
+    assert [(b["address"], b["state"]) for b in ro["backends"]] == [(SOURCE, "active")], ro
+    assert SOURCE in pgvip.m.host_net("nft", "list", "table", "ip", "pgvip")
+
+
+def _has_table(pgvip: Pgvip) -> bool:
+    out = pgvip.m.host_net("nft", "-j", "list", "tables")
+    return any(
+        "table" in item and item["table"]["name"] == "pgvip" for item in json.loads(out)["nftables"]
+    )
+
+
+def test_without_its_read_write_path_the_sandbox_blocks_the_sysctl_writes(pgvip: Pgvip) -> None:
+    # The control for the test above: ProtectKernelTunables= is in force, and only
+    # ReadWritePaths=/proc/sys/net lets pgvip through.
+    pgvip.dropin("no-proc-sys-net", "[Service]\nReadWritePaths=\n")
+    pgvip.m.write("/etc/pgvip/pgvip.toml", render_config(ro=True))
+    member = {"name": "standin", "role": "leader", "state": "running", "host": SOURCE,
+              "port": 5432, "timeline": 1}  # fmt: skip
+    pgvip.m.write(STATE, json.dumps({"primary": 200, "cluster": {"members": [member]}}))
+    pgvip.m.host_net("sysctl", "-qw", "net.ipv4.ip_forward=0")
+    pgvip.start()
+    wait_for(lambda: "Read-only file system" in "\n".join(pgvip.messages()), 15,
+             "a refused sysctl write in the journal")  # fmt: skip
+    assert pgvip.m.host_net("cat", "/proc/sys/net/ipv4/ip_forward").strip() == "0"
+
+
+def test_a_notify_command_runs_inside_the_sandbox(pgvip: Pgvip) -> None:
+    # fork/exec of a child under SystemCallFilter=, and the one place it may write.
+    pgvip.m.write("/usr/local/bin/pgvip-notify-test",
+                  '#!/bin/sh\necho "$@" >> /run/pgvip/notify.log\n')  # fmt: skip
+    pgvip.m.sh("chmod 755 /usr/local/bin/pgvip-notify-test")
+    config = render_config() + '\n[notify]\ncommand = "/usr/local/bin/pgvip-notify-test"\n'
+    pgvip.m.write("/etc/pgvip/pgvip.toml", config)
+    pgvip.start()
+    pgvip.wait_vip()
+    log = "/run/pgvip/notify.log"
+    wait_for(lambda: "rw MASTER" in pgvip.m.sh(f"cat {log}", check=False), 10, "the notify call")
+    # UMask=0077: what the service creates is private to pgvip.
+    assert pgvip.m.sh(f"stat -c '%U %a' {log}").split() == ["pgvip", "600"]
