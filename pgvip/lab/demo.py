@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TextIO
 
@@ -147,16 +147,18 @@ def run_demo(
     *,
     out: TextIO = sys.stdout,
     scenarios: Sequence[str] = SCENARIOS,
+    runners: Mapping[str, Callable[..., None]] = RUNNERS,
+    record: list[ScenarioResult] | None = None,
 ) -> int:
     """Run the scenarios on a ready lab, printing the timeline and a summary table.
 
     Returns 0 if every scenario recovered (every path that worked before works again),
     1 otherwise. Leaves the lab running and, as far as it can, healthy.
     """
-    unknown = [s for s in scenarios if s not in RUNNERS]
+    unknown = [s for s in scenarios if s not in runners]
     if unknown:
         raise DemoError(
-            f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}"
+            f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(runners)}"
         )
     layout = lab.layout
     python = str(Path(sys.executable).parent / "python")
@@ -202,7 +204,7 @@ def run_demo(
             for result in results:
                 tl.event(f"=== scenario {result.name} ===")
                 try:
-                    RUNNERS[result.name](lab, tl, result)
+                    runners[result.name](lab, tl, result)
                     result.recovered = True
                 except Exception as exc:  # reported in the table; the next scenario still runs
                     result.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -232,6 +234,8 @@ def run_demo(
         for result in results:
             measure(result, tl.samples, rw_timeline)
 
+    if record is not None:
+        record.extend(results)
     out.write("\n" + summary_table(results) + "\n")
     doubles = [e for e in sampler.double_holder_events() if e.ip == layout.rw_vip]
     if doubles:

@@ -114,6 +114,14 @@ class Faults(LabBase):
         if processes.wait_gone([proc], 5.0):
             raise LabError(f"{what} on {node} (PID {proc.pid}) survived SIGKILL for 5 s")
 
+    @user_errors
+    def signal(self, node: str, what: str, sig: int) -> None:
+        """Send `sig` (e.g. SIGSTOP, SIGCONT) to a running component, by its recorded PID."""
+        proc = self._process(node, what)
+        if proc is None:
+            raise LabError(f"{what} on {node} is not running")
+        processes.send(proc, sig)
+
     # -- the network -----------------------------------------------------
 
     @user_errors
