@@ -35,6 +35,7 @@ _BUFSIZE = 8192  # 60-byte IPv4 header + 8 + 255 * 16 address bytes fits with ro
 # hop limit + in6_pktinfo + the overflow count
 _ANCBUFSIZE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)
 _IN6_PKTINFO = struct.Struct("=16sI")
+_RX_BATCH = 16  # packets dropped here between two yields to the event loop
 
 
 @dataclass(frozen=True)
@@ -250,6 +251,7 @@ class VrrpSocket:
 
     async def recv(self) -> Received:
         """The next VRRP message for us (not our own, from a peer in unicast mode)."""
+        dropped = 0
         while True:
             if self._closed:
                 raise VrrpSocketError(f"VRRP socket on {self.ifname} is closed")
@@ -264,6 +266,11 @@ class VrrpSocket:
             if received is not None:
                 self.received += 1
                 return received
+            dropped += 1
+            if dropped % _RX_BATCH == 0:
+                # recvmsg() does not suspend while data is queued: a flood of packets
+                # dropped here (not_peer in unicast mode) must not starve the timers.
+                await asyncio.sleep(0)
 
     def _accept(
         self, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int, address: Any

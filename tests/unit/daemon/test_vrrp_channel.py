@@ -4,6 +4,7 @@ counted by a specific reason in the metrics, and a flood cannot starve the event
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import struct
@@ -247,3 +248,30 @@ def test_kernel_overflow_drops_are_counted_from_the_running_total(
     assert read(7) is not None
     assert rejected(metrics)["overflow"] == 7
     assert [kw["count"] for _, e, kw in log.lines if kw.get("reason") == "overflow"] == [5]
+
+
+async def test_a_flood_of_socket_level_drops_does_not_starve_the_event_loop(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """In unicast mode a stranger's packets are dropped inside recv(), which must yield too."""
+    writer, reader = pair
+    channel, metrics, _, _ = make_channel(reader, peers=(PEER,))
+    stranger = ip4(advert(), src=IPv4Address("192.0.2.3"))
+    writer.setblocking(False)
+    queued = 0
+    with contextlib.suppress(BlockingIOError):
+        while queued < 2000:
+            writer.send(stranger)
+            queued += 1
+    assert queued >= 4 * RX_BATCH
+    task = asyncio.create_task(channel.serve())
+    ticks = 0
+    try:
+        while rejected(metrics)["not_peer"] < queued and ticks < 10 * queued:
+            await asyncio.sleep(0)  # runs only when the reader yields
+            ticks += 1
+    finally:
+        task.cancel()
+        channel.close()
+    assert rejected(metrics)["not_peer"] == queued
+    assert ticks >= queued // RX_BATCH - 1, f"the loop ran {ticks} times during {queued} drops"
