@@ -279,7 +279,7 @@ class Engine:
             conflicts=self.conflicts,
         )
         self._runners.append(runner)
-        self._channel.route(vrid, runner.feed)
+        self._channel.route(vrid, runner.feed, [v.ip for v in config.vips])
         resign_record.resume(instance, str(self.source), self.log)
         return runner
 

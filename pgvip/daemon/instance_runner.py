@@ -158,10 +158,13 @@ class InstanceRunner:
             deadline = self.instance.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - self._clock())
             event: Event = Tick()
-            # asyncio.timeout, not wait_for: see Reconciler.run.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    event = await self._queue.get()
+            # A due timer goes first: get() on a non-empty queue never times out, so a
+            # stream of adverts would otherwise hold back the master's own adverts.
+            if timeout is None or timeout > 0:
+                # asyncio.timeout, not wait_for: see Reconciler.run.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        event = await self._queue.get()
             if self._stopped:
                 break
             now = self._clock()

@@ -13,13 +13,14 @@ import ipaddress
 import socket
 import struct
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, cast
 
 from pgvip.dataplane.privileges import describe_missing_interface
 from pgvip.dataplane.vrrp_sockopts import (
+    SO_RXQ_OVFL,
     VrrpSocketError,
     describe_os_error,
     open_v4,
@@ -31,8 +32,10 @@ from pgvip.vrrp.packet import VRRP_MCAST_V4, VRRP_MCAST_V6, VrrpPacketError, par
 IPAddress = IPv4Address | IPv6Address
 
 _BUFSIZE = 8192  # 60-byte IPv4 header + 8 + 255 * 16 address bytes fits with room to spare
-_ANCBUFSIZE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20)  # hop limit + in6_pktinfo
+# hop limit + in6_pktinfo + the overflow count
+_ANCBUFSIZE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)
 _IN6_PKTINFO = struct.Struct("=16sI")
+_RX_BATCH = 16  # packets dropped here between two yields to the event loop
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,13 @@ def _normalise_family(family: int) -> int:
 
 def _strip_scope(host: str) -> str:
     return host.split("%", 1)[0]
+
+
+def _host(address: Any) -> str:
+    """The sender as recvmsg reported it, for a log line (raw sockets give (host, 0))."""
+    if isinstance(address, tuple) and address:
+        return _strip_scope(str(address[0]))
+    return "?"
 
 
 # -- pure parts of receiving ---------------------------------------------------------------
@@ -86,6 +96,14 @@ def parse_v6(
     return Received(bytes(data), src, dst, ttl)
 
 
+def overflow_count(ancdata: Iterable[tuple[int, int, bytes]]) -> int | None:
+    """The socket's running count of packets dropped on a full buffer (SO_RXQ_OVFL), if any."""
+    for level, kind, value in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(value) >= 4:
+            return int(struct.unpack_from("=I", value)[0])
+    return None
+
+
 def drop_reason(src: IPAddress, source: IPAddress, peers: frozenset[IPAddress]) -> str | None:
     """Why a message from `src` is not for us ("own", "not_peer"), or None to accept it."""
     if src == source:
@@ -103,7 +121,9 @@ class VrrpSocket:
 
     Create with `await VrrpSocket.open(...)`. Own packets, and in unicast mode packets from
     addresses that are not peers, are dropped and counted in `dropped` (by reason, as are
-    malformed IP headers by their VrrpPacketError reason).
+    malformed IP headers by their VrrpPacketError reason, and packets the kernel dropped
+    because the receive buffer was full, as "overflow"); `on_drop(reason, src, detail, n)`,
+    if set, hears of each (the daemon counts them in its metrics).
     """
 
     def __init__(
@@ -130,6 +150,8 @@ class VrrpSocket:
         self.sent = 0
         self.received = 0
         self.dropped: Counter[str] = Counter()
+        self.on_drop: Callable[[str, object, str, int], None] | None = None
+        self._overflows = 0
 
     @property
     def family(self) -> int:
@@ -229,6 +251,7 @@ class VrrpSocket:
 
     async def recv(self) -> Received:
         """The next VRRP message for us (not our own, from a peer in unicast mode)."""
+        dropped = 0
         while True:
             if self._closed:
                 raise VrrpSocketError(f"VRRP socket on {self.ifname} is closed")
@@ -243,12 +266,22 @@ class VrrpSocket:
             if received is not None:
                 self.received += 1
                 return received
+            dropped += 1
+            if dropped % _RX_BATCH == 0:
+                # recvmsg() does not suspend while data is queued: a flood of packets
+                # dropped here (not_peer in unicast mode) must not starve the timers.
+                await asyncio.sleep(0)
 
     def _accept(
         self, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int, address: Any
     ) -> Received | None:
+        overflows = overflow_count(ancdata)
+        if overflows is not None and overflows != self._overflows:
+            lost = (overflows - self._overflows) & 0xFFFFFFFF
+            self._overflows = overflows
+            self._drop("overflow", "?", f"{lost} packet(s) lost: receive buffer full", lost)
         if flags & socket.MSG_TRUNC:
-            self.dropped["truncated"] += 1
+            self._drop("truncated", _host(address), f"more than {_BUFSIZE} bytes")
             return None
         try:
             if self.source.version == 4:
@@ -257,13 +290,19 @@ class VrrpSocket:
                 default = cast(IPv6Address, self.source) if self.unicast_peers else VRRP_MCAST_V6
                 received = parse_v6(data, ancdata, address, default)
         except VrrpPacketError as exc:
-            self.dropped[exc.reason] += 1
+            self._drop(exc.reason, _host(address), str(exc))
             return None
         reason = drop_reason(received.src, self.source, self._peer_set)
         if reason is not None:
-            self.dropped[reason] += 1
+            detail = "our own address" if reason == "own" else "not a configured unicast peer"
+            self._drop(reason, received.src, f"from {received.src}: {detail}")
             return None
         return received
+
+    def _drop(self, reason: str, src: object, detail: str, n: int = 1) -> None:
+        self.dropped[reason] += n
+        if self.on_drop is not None:
+            self.on_drop(reason, src, detail, n)
 
     async def _readable(self) -> None:
         if self._waiter is not None:

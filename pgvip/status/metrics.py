@@ -26,13 +26,35 @@ from prometheus_client.process_collector import ProcessCollector
 from pgvip import __version__
 from pgvip.status import REASON_KINDS, STATES
 
-__all__ = ["INSTANCES", "POLL_BUCKETS", "TAKEOVER_BUCKETS", "Metrics"]
+__all__ = ["INSTANCES", "POLL_BUCKETS", "TAKEOVER_BUCKETS", "VRRP_DROP_REASONS", "Metrics"]
 
 INSTANCES = ("rw", "ro")
 # The label is not called "instance": Prometheus sets that label on every scraped series and
 # would rename ours to "exported_instance".
 INSTANCE_LABEL = "vrrp_instance"
 ANNOUNCE_KINDS = ("garp", "na")
+# Why a received VRRP packet was dropped: the codec's VrrpPacketError reasons; the socket's
+# ("overflow": lost unread on a full receive buffer, "own", "not_peer"); the channel's
+# ("unknown_vrid", "address_mismatch"). Each series exists from the start at 0, so
+# `rate(...) > 0` alerts work without a first drop. docs/deployment.md explains each.
+VRRP_DROP_REASONS = (
+    "truncated",
+    "bad_ip_header",
+    "bad_protocol",
+    "bad_ttl",
+    "bad_version",
+    "bad_type",
+    "bad_count",
+    "bad_family",
+    "bad_checksum",
+    "bad_vrid",
+    "bad_interval",
+    "overflow",
+    "own",
+    "not_peer",
+    "unknown_vrid",
+    "address_mismatch",
+)
 # Patroni answers a local health GET in milliseconds; its timeout default is 2 s.
 POLL_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # From "Patroni says leader" to "VIP held": Skew_Time plus GARP, or a Master_Down_Interval.
@@ -79,7 +101,7 @@ class Metrics:
         self._state = _Bounded(STATES)
         self._kind = _Bounded(REASON_KINDS)
         self._cause = _Bounded(("ok", "http_503", "timeout", "refused", "tls", "auth"), spare=12)
-        self._reject = _Bounded(("truncated", "bad_version", "bad_ttl", "bad_checksum"), spare=16)
+        self._reject = _Bounded(VRRP_DROP_REASONS, spare=4)
         self._announce = _Bounded(ANNOUNCE_KINDS)
         self._states: dict[str, str] = {}
         inst = INSTANCE_LABEL
@@ -132,7 +154,9 @@ class Metrics:
         )
         self._rejected = Counter(
             "pgvip_vrrp_packets_rejected",
-            "VRRP packets dropped as invalid, by reason.",
+            "VRRP packets dropped, by reason: invalid (bad_*, truncated), not for this node "
+            "(unknown_vrid, own, not_peer), misconfigured (address_mismatch) or lost unread "
+            "on a full receive buffer (overflow).",
             ["reason"],
             registry=r,
         )
@@ -168,6 +192,8 @@ class Metrics:
 
         for kind in ANNOUNCE_KINDS:
             self._announced.labels(kind)
+        for reason in VRRP_DROP_REASONS:
+            self._rejected.labels(reason)
         for name in instances:
             self.state(name, "INIT")
             self.vip_held(name, False)
@@ -206,9 +232,9 @@ class Metrics:
     def vrrp_received(self) -> None:
         self._received.inc()
 
-    def vrrp_rejected(self, reason: str) -> None:
-        """`reason` is VrrpPacketError.reason ("bad_ttl", "bad_checksum", ...)."""
-        self._rejected.labels(self._reject(reason)).inc()
+    def vrrp_rejected(self, reason: str, n: int = 1) -> None:
+        """`reason` is one of VRRP_DROP_REASONS ("bad_ttl", "unknown_vrid", ...)."""
+        self._rejected.labels(self._reject(reason)).inc(n)
 
     def vip_conflict(self, instance: str) -> None:
         self._conflicts.labels(vrrp_instance=self._instance(instance)).inc()

@@ -78,6 +78,7 @@ class Rules:
         self._master_adver_interval = config.advert_interval
         self._master_down_at: float | None = None  # Backup's Master_Down_Timer
         self._adver_at: float | None = None  # Master's Adver_Timer
+        self._replied_at: float | None = None  # Master's last answer to another's advert
         self._eligible_since: float | None = None
         self._became_master_at: float | None = None
         self._addresses: tuple[IPv4Address, ...] | tuple[IPv6Address, ...] = tuple(
@@ -288,6 +289,8 @@ class Rules:
         primary = self._config.primary_address
         if advert.priority == 0:
             # A peer resigned: restate at once that we are master (RFC 5798 §6.4.3).
+            if self._replied_recently(now):
+                return []
             self._adver_at = now + self._config.advert_interval
             return [SendAdvert(self._advert(own))]
         if advert.priority > own or (advert.priority == own and int(src) > int(primary)):
@@ -301,8 +304,19 @@ class Rules:
             return [RemoveVip(), transition]
         # Split brain healing: the other master must hear us now, and clients must
         # relearn our MAC, which the other master may have taken over meanwhile.
+        if self._replied_recently(now):
+            return []
         self._adver_at = now + self._config.advert_interval
         return [SendAdvert(self._advert(own)), Announce()]
+
+    def _replied_recently(self, now: float) -> bool:
+        """At most one answer (advert, announcement) per advert interval: a stream of
+        lower-priority or priority-0 adverts, forged or not, must not make us a reflector
+        of adverts and broadcast ARP. Our own Adver_Timer keeps running meanwhile."""
+        if self._replied_at is not None and now - self._replied_at < self._config.advert_interval:
+            return True
+        self._replied_at = now
+        return False
 
     def _master_tick(self, event: Tick, now: float) -> list[Action]:
         if self._adver_at is None or now < self._adver_at:

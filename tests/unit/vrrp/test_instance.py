@@ -403,6 +403,25 @@ def test_split_brain_master_readvertises_and_reannounces() -> None:
     assert d.instance.next_deadline() == pytest.approx(8.25)
 
 
+@pytest.mark.parametrize("priority", [0, 100])
+def test_master_answers_a_stream_of_lower_adverts_once_per_interval(priority: int) -> None:
+    """A forged stream (priority 0 or below ours) gets at most one advert (and one GARP
+    restart) per advert interval back, not one per packet; the Adver_Timer keeps going."""
+    d = master(200, index=2)
+    d.log.clear()
+    answers = []
+    for i in range(1000):  # 1000 adverts in 0.5 s
+        answers += d.at(7.0 + i * 0.0005, heard(priority, 1))
+    answers += d.at(8.1, heard(priority, 1))  # an interval (1 s) after the first answer
+    d.advance(9.5)
+    assert answers.count(SendAdvert(advert(200))) == 2
+    assert answers.count(Announce()) == (2 if priority else 0)
+    assert d.instance.state is State.MASTER
+    sent = [t for t, a in d.log if isinstance(a, SendAdvert)]
+    gaps = [b - a for a, b in zip(sent, sent[1:], strict=False)]
+    assert max(gaps) <= 1.0 + 1e-9, "the master's own adverts never stopped"
+
+
 # -- leaving MASTER --------------------------------------------------------------------------------
 
 
