@@ -255,3 +255,12 @@ def test_a_scenario_without_a_fault_has_no_failures() -> None:
     assert result.rw_failures is None
     cells = _table_row(demo_report.summary_table([result]), "switchover")
     assert cells["write fails"] == "n/a" and cells["write fail window (s)"] == "n/a"
+
+
+def test_an_app_client_that_does_not_recover_even_direct_does_not_fail_the_scenario() -> None:
+    result = ScenarioResult("leader-link-down", t_event=11.0, t_end=13.0, recovered=True)
+    result.worked = {"rw": True, "app_rw": True, "app_leader": True}
+    result.recovered_paths = {"rw": True, "app_rw": False, "app_leader": False}
+    assert result.ok
+    result.recovered_paths["app_leader"] = True  # direct recovered, through the VIP not
+    assert not result.ok
