@@ -22,6 +22,10 @@ from pgvip.dataplane.balancer import IPAddress, LoadBalancerError
 
 __all__ = ["cut_connections"]
 
+# TCP conntrack states of connections that are over (TIME_WAIT, CLOSE): nothing to end, and
+# there are thousands of them after a busy drain (a short-lived client's, for 120 s).
+CLOSED_STATES = frozenset({7, 8})
+
 
 async def cut_connections(
     vip: IPAddress,
@@ -50,10 +54,14 @@ async def cut_connections(
                 entry
                 async for entry in await ct.dump_entries(tuple_orig=to_vip)
                 if (entry.tuple_reply.saddr, entry.tuple_reply.sport) in gone
+                and (entry.protoinfo is None or entry.protoinfo.state not in CLOSED_STATES)
             ]
             for entry in doomed:
                 try:
-                    await ct.delete(entry)
+                    # By the reply tuple, which names the drained backend: the original one
+                    # (client address and port to the VIP) may by now belong to a new
+                    # connection that reused the client port and was DNATed elsewhere.
+                    await ct.entry("del", tuple_reply=entry.tuple_reply)
                     cut += 1
                 except NetlinkError as exc:
                     if exc.code != 2:  # ENOENT: it ended on its own meanwhile

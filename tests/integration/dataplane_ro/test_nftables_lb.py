@@ -144,9 +144,11 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", int(sys.argv[1])))
 s.listen(8)
 print("ready", flush=True)
-conn, _ = s.accept()
-while data := conn.recv(64):
-    conn.sendall(data)
+while True:  # one connection at a time, each closed when its client closes
+    conn, _ = s.accept()
+    while data := conn.recv(64):
+        conn.sendall(data)
+    conn.close()
 """
 HOLDING_CLIENT = """
 import socket, sys
@@ -184,6 +186,12 @@ class HeldConnection:
     def open(self) -> None:
         self.client = self._spawn("cli", HOLDING_CLIENT, str(VIP4), str(PORT))
         assert self.client.stdout is not None and self.client.stdout.readline().strip() == "open"
+
+    def one_closed(self) -> None:
+        """One more connection that echoes once and closes (its conntrack entry: TIME_WAIT)."""
+        short = self._spawn("cli", HOLDING_CLIENT, str(VIP4), str(PORT))
+        out, _ = short.communicate("once\n", timeout=10)
+        assert out.split() == ["open", "once"], out
 
     def echo(self, word: str) -> str:
         assert self.client is not None and self.client.stdin and self.client.stdout
@@ -250,6 +258,7 @@ async def test_drain_keeps_established_connections_until_the_backend_leaves(
     b1, b2 = RealServer(ro_lab.v4("b1"), PORT, 1), RealServer(ro_lab.v4("b2"), echo_port, 1)
     with HeldConnection(ro_lab, "b2", echo_port) as held:
         await lb.apply(VirtualService(VIP4, PORT, (b2,)))
+        held.one_closed()  # over before the drain: nothing to end, and it must not be cut
         held.open()
         assert held.echo("serving") == "serving"
         await lb.apply(VirtualService(VIP4, PORT, (b1, RealServer(b2.address, echo_port, 0))))
@@ -257,7 +266,7 @@ async def test_drain_keeps_established_connections_until_the_backend_leaves(
         assert ro_lab.connect("cli", VIP4, 6) == {"b1": 6}  # new: elsewhere
         assert lb.cut == 0
         await lb.apply(VirtualService(VIP4, PORT, (b1,)))  # the drain is over: b2 leaves
-        assert lb.cut == 1
+        assert lb.cut == 1  # the held connection only, not the closed one (TIME_WAIT)
         started = time.monotonic()
         assert held.echo("after") in ("error:ConnectionResetError", "closed")
         assert time.monotonic() - started < 2.5  # a reset, not the client's 3 s timeout
