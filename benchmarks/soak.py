@@ -1,0 +1,141 @@
+"""The soak (issue 14): many switchovers, kills, partitions and etcd outages in one lab, one
+after another, in a seeded random order; what every event cost the clients, whether the RW
+VIP was ever on two nodes, and each pgvip's RSS and open files at the start and the end.
+
+`python -m benchmarks.soak` brings a lab of its own up (prefix pgvs, 10.20.39.0/24) and down
+again, prints one line per event and a summary, and writes `soak-<UTC time>.json` (the
+timeline goes to a log file beside it). Each event is a demo scenario (pgvip.lab.scenarios,
+pgvip.lab.fault_matrix), measured by the demo's probe and 20 ms VIP sampler. A benchmark,
+not a test: CI never runs it. The defaults take about 20 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.recorder import REPO_ROOT
+
+EVENTS = {  # option name -> scenario
+    "switchovers": "switchover",
+    "kills": "kill-leader",
+    "partitions": "leader-link-down",
+    "etcd_outages": "etcd-outage-failsafe",
+}
+
+
+def footprint(lab: Any) -> dict[str, dict[str, int]]:
+    """Per node: pgvip's PID, RSS (KiB) and open file descriptors, from /proc."""
+    out: dict[str, dict[str, int]] = {}
+    for node in lab.layout.node_names():
+        pid = lab.pid(node, "pgvip")
+        if pid is None:
+            continue
+        rss = 0
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+        out[node] = {"pid": pid, "rss_kib": rss, "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+    return out
+
+
+def schedule(counts: dict[str, int], seed: int) -> list[str]:
+    events = [EVENTS[key] for key, n in counts.items() for _ in range(n)]
+    random.Random(seed).shuffle(events)
+    return events
+
+
+def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per scenario: events, failed ones, two-holder events, and the gaps clients saw."""
+    out: dict[str, Any] = {}
+    for name in dict.fromkeys(r["name"] for r in results):
+        rs = [r for r in results if r["name"] == name]
+        gaps = [r["rw_gap"] or 0.0 for r in rs if r["worked"].get("rw")]
+        extra = [(r["app_rw_gap"] or 0.0) - (r["app_leader_gap"] or 0.0) for r in rs
+                 if r["worked"].get("app_rw") and r["worked"].get("app_leader")]  # fmt: skip
+        reads = [(r["ro_failures"] or {}).get("count", 0) for r in rs]
+        out[name] = {
+            "events": len(rs),
+            "not_ok": sum(1 for r in rs if not r["ok"]),
+            "two_rw_holders": sum(1 for r in rs if r["max_rw_holders"] > 1),
+            "write_gap_p50": statistics.median(gaps) if gaps else None,
+            "write_gap_max": max(gaps) if gaps else None,
+            "app_extra_p50": statistics.median(extra) if extra else None,
+            "app_extra_max": max(extra) if extra else None,
+            "failed_reads_total": sum(reads),
+            "failed_reads_max": max(reads, default=0),
+        }
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak",
+                                     description=__doc__.splitlines()[0])  # fmt: skip
+    parser.add_argument("--switchovers", type=int, default=50)
+    parser.add_argument("--kills", type=int, default=10, help="kill -9 of the leader")
+    parser.add_argument("--partitions", type=int, default=5, help="the leader cut off, 8 s")
+    parser.add_argument("--etcd-outages", type=int, default=5, help="etcd down 25 s")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--prefix", default="pgvs")
+    parser.add_argument("--subnet", default="10.20.39.0/24")
+    parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results"))
+    args = parser.parse_args(argv)
+    from pgvip.lab.cluster import Lab
+    from pgvip.lab.demo import run_demo
+    from pgvip.lab.demo_report import ScenarioResult
+    from pgvip.lab.fault_matrix import ALL_RUNNERS, record
+    from pgvip.lab.layout import LabLayout
+
+    counts = {key: getattr(args, key) for key in EVENTS}
+    events = schedule(counts, args.seed)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    log_path = out_dir / f"soak-{stamp}.log"
+    lab = Lab(LabLayout.create(prefix=args.prefix, subnet=args.subnet, nodes=3), pgvip=True)
+    results: list[ScenarioResult] = []
+    started = time.monotonic()
+    before = after = {}
+    try:
+        lab.up(timeout=120, progress=lambda m: print(f"lab: {m}", flush=True))
+        time.sleep(5.0)  # past start-up: RSS after the first polls, not during import
+        before = footprint(lab)
+        print(f"{len(events)} events: {counts}; pgvip at start: {before}", flush=True)
+        with open(log_path, "w") as log:
+            code = run_demo(lab, out=log, scenarios=events, runners=ALL_RUNNERS, record=results)
+        after = footprint(lab)
+    finally:
+        lab.down()
+    docs = record(results)
+    growth = {n: after[n]["rss_kib"] - before[n]["rss_kib"] for n in after if n in before
+              and after[n]["pid"] == before[n]["pid"]}  # fmt: skip
+    doc = {
+        "schema": 1,
+        "counts": counts,
+        "seed": args.seed,
+        "duration_s": round(time.monotonic() - started, 1),
+        "pgvip_start": before,
+        "pgvip_end": after,
+        "rss_growth_kib": growth,
+        "summary": summarize(docs),
+        "events": docs,
+    }
+    path = out_dir / f"soak-{stamp}.json"
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    for name, s in doc["summary"].items():
+        print(f"{name}: {s}")
+    print(f"RSS growth (KiB) per node: {growth}; fds {before} -> {after}")
+    print(f"results: {path}; timeline: {log_path}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

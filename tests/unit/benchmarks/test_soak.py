@@ -1,0 +1,33 @@
+"""The soak's pure parts: its seeded schedule and its per-scenario summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.soak import schedule, summarize
+
+
+def test_the_schedule_has_every_event_once_in_a_seeded_order() -> None:
+    counts = {"switchovers": 3, "kills": 2, "partitions": 1, "etcd_outages": 1}
+    events = schedule(counts, seed=1)
+    assert sorted(events) == sorted(
+        ["switchover"] * 3 + ["kill-leader"] * 2 + ["leader-link-down", "etcd-outage-failsafe"]
+    )
+    assert schedule(counts, seed=1) == events and schedule(counts, seed=2) != events
+
+
+def result(name: str, gap: float | None, holders: int = 1, ok: bool = True,
+           reads: int = 0) -> dict[str, Any]:  # fmt: skip
+    return {"name": name, "ok": ok, "max_rw_holders": holders, "rw_gap": gap,
+            "app_rw_gap": gap, "app_leader_gap": 0.1 if gap else None,
+            "worked": {"rw": True, "app_rw": True, "app_leader": True},
+            "ro_failures": {"count": reads} if reads else None}  # fmt: skip
+
+
+def test_the_summary_counts_two_holder_and_failed_events() -> None:
+    s = summarize([result("switchover", 2.0), result("switchover", 3.0, holders=2, reads=4),
+                   result("kill-leader", 20.0, ok=False)])  # fmt: skip
+    assert s["switchover"]["events"] == 2 and s["switchover"]["two_rw_holders"] == 1
+    assert s["switchover"]["write_gap_p50"] == 2.5 and s["switchover"]["write_gap_max"] == 3.0
+    assert s["switchover"]["app_extra_max"] == 2.9 and s["switchover"]["failed_reads_total"] == 4
+    assert s["kill-leader"]["not_ok"] == 1
