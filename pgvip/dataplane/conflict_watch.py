@@ -17,7 +17,6 @@ decision are pure (`parse_arp`, `parse_na`, `ConflictDetector`); `ConflictWatch`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import struct
 from collections.abc import Callable
@@ -216,19 +215,22 @@ class ConflictWatch:
 
     def _open(self) -> None:
         loop = asyncio.get_running_loop()
+        opened: list[socket.socket] = []
         try:
             arp = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ARP))
+            opened.append(arp)
             arp.bind((self.ifname, ETH_P_ARP))
             self.detector.own_macs = {interface_mac(arp, self.ifname)}
             na = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+            opened.append(na)
             na.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.ifname.encode())
             # Pass Neighbour Advertisements only: ICMP6_FILTER's bit set means "block".
             blocked = [0xFFFFFFFF] * 8
             blocked[ICMPV6_NEIGHBOR_ADVERT >> 5] &= ~(1 << (ICMPV6_NEIGHBOR_ADVERT & 31))
             na.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, struct.pack("=8I", *blocked))
         except (OSError, RuntimeError) as exc:
-            with contextlib.suppress(UnboundLocalError):
-                arp.close()
+            for sock in opened:
+                sock.close()
             self.error = f"address conflict watch on {self.ifname} not running: {exc}"
             self._log.warning("VIP conflict watch unavailable", error=self.error)
             return
