@@ -24,6 +24,8 @@ apt_packages=(
     build-essential debhelper help2man lintian debootstrap
     # the systemd tests (tests/integration/systemd): systemd-nspawn
     systemd-container
+    # the L3 (BGP) mode: BIRD 2 is the speaker pgvip runs; FRR is the lab's router
+    bird2 frr
 )
 
 if [[ ${PGVIP_SKIP_APT:-0} != 1 ]]; then
@@ -43,7 +45,7 @@ if command -v pg_lsclusters >/dev/null; then
 fi
 # systemd is not always PID 1 (containers, CI): stop the distro daemons by
 # their init scripts too, so they do not hold ports or VRRP in the root namespace.
-for svc in etcd keepalived haproxy; do
+for svc in etcd keepalived haproxy frr bird; do
     if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
         systemctl disable --now "$svc" >/dev/null 2>&1 || true
     fi

@@ -24,6 +24,7 @@ from pgvip.config.load import config_from_mapping, load_config, read_password_fi
 from pgvip.config.model import (
     SECTION_TYPES,
     AnnounceConfig,
+    BgpConfig,
     Config,
     LogConfig,
     NotifyConfig,
@@ -52,6 +53,7 @@ from pgvip.config.schema import (
 )
 
 __all__ = [
+    "BgpConfig",
     "DEFAULT_CONFIG_PATH",
     "ENV_CONFIG",
     "ENV_NAMES",

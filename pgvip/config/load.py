@@ -47,6 +47,7 @@ class _Checker:
         self._unicast()
         self._auth_and_tls()
         self._ro()
+        self._bgp()
         interval = self.v.get("announce.garp_interval")
         if interval is not None and interval < 1.0:
             self.add(
@@ -120,6 +121,51 @@ class _Checker:
             present = "status.username" if v.get("status.username") else "status.password_file"
             other = "status.password_file" if present == "status.username" else "status.username"
             self.add(present, f"needs {other} as well (basic auth needs both)")
+
+    def _bgp(self) -> None:
+        """bgp mode: both VIPs announced the same way, and a speaker that can peer."""
+        rw_mode, ro_mode = self.v.get("rw.announce"), self.v.get("ro.announce")
+        both = self.v.get("ro.vip") is not None and None not in (rw_mode, ro_mode)
+        if both and rw_mode != ro_mode:
+            self.add(
+                "ro.announce",
+                f"is {ro_mode!r} but rw.announce is {rw_mode!r}: one pgvip process "
+                "announces both VIPs the same way (mixing VRRP and BGP is not supported)",
+            )
+        if rw_mode != "bgp":
+            return
+        for key in ("bgp.local_as", "bgp.peer_as"):
+            if key in self.v and self.v[key] is None:
+                self.add(key, 'is required with rw.announce = "bgp"')
+        if "bgp.peers" in self.v and not self.v["bgp.peers"]:
+            self.add("bgp.peers", 'is required with rw.announce = "bgp": list the routers')
+        src = self.v.get("bgp.source")
+        for vip_key in ("rw.vip", "ro.vip"):
+            vip = self.v.get(vip_key)
+            if vip is None:
+                continue
+            if vip.network.prefixlen != vip.max_prefixlen:
+                self.add(
+                    vip_key,
+                    f"is {vip}: in bgp mode a VIP is a host route, so give it no prefix "
+                    f"(or /{vip.max_prefixlen})",
+                )
+            peers = self.v.get("bgp.peers") or ()
+            for key, addrs in (("bgp.source", (src,)), ("bgp.peers", peers)):
+                wrong = [a for a in addrs if a is not None and a.version != vip.version]
+                if wrong:
+                    self.add(
+                        key,
+                        f"{wrong[0]} is IPv{wrong[0].version} but {vip_key} is "
+                        f"IPv{vip.version}: pgvip announces a VIP over sessions of its family",
+                    )
+        if self.v.get("rw.vip") is not None and self.v["rw.vip"].version == 6 and not src:
+            self.add("bgp.source", "is required for IPv6 in bgp mode: a global address of the "
+                     "uplink (the primary address pgvip would pick is link-local)")  # fmt: skip
+        if self.v.get("bgp.bfd") and self.v.get("bgp.bfd_interval", 0) * 3 >= self.v.get(
+            "bgp.hold_time", 3
+        ):
+            self.add("bgp.bfd_interval", "x 3 is not below bgp.hold_time: BFD would gain nothing")
 
     def _ro(self) -> None:
         if self.v.get("ro.dataplane") != "nftables":

@@ -55,6 +55,22 @@ class RwConfig:
     vip: IPInterface
     vrid: int
     priority: int
+    announce: str = "vrrp"
+
+
+@dataclass(frozen=True)
+class BgpConfig:
+    speaker: str = "bird"
+    binary: str = "/usr/sbin/bird"
+    interface: str = "lo"
+    local_as: int | None = None
+    peer_as: int | None = None
+    peers: tuple[IPAddress, ...] = ()
+    source: IPAddress | None = None
+    hold_time: int = 3
+    bfd: bool = False
+    bfd_interval: float = 0.1
+    runtime_dir: str = "/run/pgvip"
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,7 @@ class RoConfig:
     persistence_timeout: int
     poll_interval: float
     port_check_interval: float
+    announce: str = "vrrp"
 
 
 @dataclass(frozen=True)
@@ -120,6 +137,7 @@ SECTION_TYPES: dict[str, type] = {
     "notify": NotifyConfig,
     "log": LogConfig,
     "status": StatusConfig,
+    "bgp": BgpConfig,
 }
 
 
@@ -142,6 +160,7 @@ class Config:
     notify: NotifyConfig
     log: LogConfig
     status: StatusConfig
+    bgp: BgpConfig = BgpConfig()
     path: Path | None = None  # the TOML file read, if any
     warnings: tuple[ConfigProblem, ...] = field(default=(), compare=False)
 

@@ -164,6 +164,11 @@ SCHEMA: tuple[Setting, ...] = (
        "so all nodes may share one value; a high one keeps Skew_Time (the takeover delay after "
        "a priority-0 advert) short: 0.004 s at 254 with advert_int 100 (0.22 s at 200).",
        check=int_range(1, 254), flag="priority", hot=True),
+    _s("rw", "announce", "string", "vrrp",
+       "How the RW VIP reaches clients: vrrp (the VIP on vrrp.interface, elected with VRRP, "
+       "announced with gratuitous ARP; one L2 segment) or bgp (the VIP on bgp.interface, "
+       "announced as a /32 or /128 route through the BGP speaker while this node is the "
+       "leader; see [bgp]).", check=choice("vrrp", "bgp")),
     # [ro]
     _s("ro", "vip", "string", None,
        "The RO VIP, load-balanced over the replicas; no RO VIP when unset.", check=vip,
@@ -223,6 +228,11 @@ SCHEMA: tuple[Setting, ...] = (
        "of CPU each, 1.5 % of a core per replica at 0.2 s); with log_connections on, each is "
        "one log line. 0 = off (Patroni's /replica and ro.probe_sql only).",
        check=float_range(0, 60), unit="seconds"),
+    _s("ro", "announce", "string", "vrrp",
+       "How the RO VIP reaches clients: vrrp (one director, elected with VRRP, balances with "
+       "IPVS/nftables) or bgp (every healthy replica announces the VIP as a host route and the "
+       "router balances with ECMP; the leader only when no replica is healthy). Must equal "
+       "rw.announce.", check=choice("vrrp", "bgp")),
     # [announce]
     _s("announce", "garp_count", "integer", 3,
        "Gratuitous ARPs / unsolicited NAs sent on becoming MASTER (1-100); at least one, "
@@ -263,6 +273,39 @@ SCHEMA: tuple[Setting, ...] = (
     _s("status", "cert_file", "string", None, "Serve the status API over TLS with this cert.",
        unit="path", hot=True),
     _s("status", "key_file", "string", None, "Key of status.cert_file.", unit="path", hot=True),
+    # [bgp]
+    _s("bgp", "speaker", "string", "bird",
+       "The BGP speaker pgvip runs as its own child process (it dies with pgvip, so a crashed "
+       "pgvip's routes go with its sessions): bird (BIRD 2, Debian's bird2).",
+       check=choice("bird")),
+    _s("bgp", "binary", "string", "/usr/sbin/bird", "Path of the speaker's executable.",
+       unit="path"),
+    _s("bgp", "interface", "string", "lo",
+       "Interface the VIPs are put on in bgp mode; the speaker announces exactly the VIPs "
+       "found on it.", check=ifname),
+    _s("bgp", "local_as", "integer", None, "This node's AS number (required in bgp mode).",
+       check=int_range(1, 4294967295)),
+    _s("bgp", "peer_as", "integer", None, "The routers' AS number (required in bgp mode).",
+       check=int_range(1, 4294967295)),
+    _s("bgp", "peers", "list", [],
+       "The routers' addresses, one BGP session each (required in bgp mode).",
+       check=unicast_list, unit="addresses"),
+    _s("bgp", "source", "string", None,
+       "Local address of the sessions and the routes' next hop; default: the primary address "
+       "of vrrp.interface (the uplink in bgp mode).", check=unicast, unit="address"),
+    _s("bgp", "hold_time", "integer", 3,
+       "BGP hold time in seconds (3-65535): how long a router keeps this node's routes after "
+       "the node goes silent (host down, link cut). A crash of pgvip or the speaker closes the "
+       "sessions and withdraws at once; graceful restart is always off, so nothing outlives "
+       "them.", check=int_range(3, 65535), unit="seconds"),
+    _s("bgp", "bfd", "boolean", False,
+       "Also run BFD on the sessions (the routers must run it too): a silent peer is declared "
+       "down after bfd_interval x 3 instead of hold_time."),
+    _s("bgp", "bfd_interval", "number", 0.1,
+       "BFD transmit/receive interval in seconds.", check=float_range(0.01, 10), unit="seconds"),
+    _s("bgp", "runtime_dir", "string", "/run/pgvip",
+       "Directory for the speaker's config and control socket (systemd RuntimeDirectory).",
+       unit="path"),
 )
 # fmt: on
 

@@ -72,7 +72,7 @@ class RoPipeline:
     director: Director
 
 
-def _password(cfg: PatroniConfig) -> str | None:
+def patroni_password(cfg: PatroniConfig) -> str | None:
     if cfg.password_file:
         return read_password_file(cfg.password_file)
     return cfg.password
@@ -154,7 +154,7 @@ class Engine:
                 cert_file=cfg.patroni.cert_file,
                 key_file=cfg.patroni.key_file,
                 username=cfg.patroni.username,
-                password=_password(cfg.patroni),
+                password=patroni_password(cfg.patroni),
             )
         )
         self.rw = rw = self._build_rw(rw_vip)

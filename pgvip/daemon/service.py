@@ -20,12 +20,14 @@ from pgvip.daemon.host_state import (
     claim_instance,
     release,
 )
+from pgvip.daemon.l3.engine import L3Engine
 from pgvip.daemon.reconciler import VIP_RECONCILE_INTERVAL
 from pgvip.daemon.ro.director import DirectorError
 from pgvip.daemon.snapshot import DaemonFacts, build_snapshot
 from pgvip.dataplane.addresses import AddressError
 from pgvip.dataplane.announce import AnnounceError
 from pgvip.dataplane.balancer import LoadBalancerError
+from pgvip.dataplane.bgp import BgpSpeakerError
 from pgvip.dataplane.interfaces import InterfaceError
 from pgvip.dataplane.vrrp_sockopts import VrrpSocketError
 from pgvip.log import configure as configure_logging
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 STARTUP_ERRORS: tuple[type[Exception], ...] = (
     AddressError,
     AnnounceError,
+    BgpSpeakerError,
     DirectorError,
     InterfaceError,
     LoadBalancerError,
@@ -66,7 +69,7 @@ class Daemon:
         self._config = config
         self._reload = reload
         self.log = get_logger()
-        self.engine: Engine | None = None
+        self.engine: Engine | L3Engine | None = None
         self._events: asyncio.Queue[str] = asyncio.Queue()
         self.started_at = time.time()
         self.ready = False
@@ -118,8 +121,12 @@ class Daemon:
         if self.ready:
             self.sd.status(self._status_line())
 
-    async def _start_engine(self, config: Config) -> Engine:
-        engine = Engine(config, self.log, self.metrics)
+    async def _start_engine(self, config: Config) -> Engine | L3Engine:
+        engine: Engine | L3Engine
+        if config.rw.announce == "bgp":
+            engine = L3Engine(config, self.log, self.metrics)
+        else:
+            engine = Engine(config, self.log, self.metrics)
         try:
             await engine.start()
         except Exception:

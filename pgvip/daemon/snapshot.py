@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from pgvip import __version__
+from pgvip.daemon.l3.engine import L3Engine
+from pgvip.daemon.l3.snapshot import l3_instances
 from pgvip.dataplane.conflict_watch import mac_text
 from pgvip.status import (
     SNAPSHOT_SCHEMA,
@@ -25,11 +27,12 @@ from pgvip.status import (
 if TYPE_CHECKING:
     from pgvip.daemon.engine import Engine
     from pgvip.daemon.instance_runner import InstanceRunner
+    from pgvip.daemon.l3.ro_route_watch import RoRouteWatch
     from pgvip.daemon.patroni_watch import PatroniWatch
     from pgvip.daemon.ro.role_watch import RoleWatch
     from pgvip.status import Instances, RoInfo
 
-    Watch = PatroniWatch | RoleWatch
+    Watch = PatroniWatch | RoleWatch | RoRouteWatch
 
 
 @dataclass(frozen=True)
@@ -131,9 +134,8 @@ def _conflicts(runner: InstanceRunner) -> list[ConflictInfo]:
     ]
 
 
-def _patroni(engine: Engine | None, url: str) -> PatroniInfo:
+def _patroni(watch: PatroniWatch | None, url: str) -> PatroniInfo:
     """This node's Patroni as the RW watch last read it from `/patroni`."""
-    watch = engine.rw.watch if engine is not None and engine.rw is not None else None
     status = watch.status if watch is not None else None
     checked_at = watch.status_at if watch is not None else None
     return {
@@ -147,10 +149,15 @@ def _patroni(engine: Engine | None, url: str) -> PatroniInfo:
     }
 
 
-def build_snapshot(engine: Engine | None, facts: DaemonFacts) -> Snapshot:
+def build_snapshot(engine: Engine | L3Engine | None, facts: DaemonFacts) -> Snapshot:
     instances: dict[str, InstanceInfo] = {}
     ro: RoInfo | None = None
-    if engine is not None:
+    rw_watch: PatroniWatch | None = None
+    if isinstance(engine, L3Engine):
+        instances = l3_instances(engine, _poll)
+        rw_watch = engine.rw_watch
+    elif engine is not None:
+        rw_watch = engine.rw.watch if engine.rw is not None else None
         interface = engine.config.vrrp.interface
         if engine.rw is not None:
             rw = engine.rw
@@ -159,7 +166,7 @@ def build_snapshot(engine: Engine | None, facts: DaemonFacts) -> Snapshot:
             ro_pipe = engine.ro
             instances["ro"] = instance_info(ro_pipe.runner, interface, ro_pipe.watch, "/patroni")
         ro = engine.ro_info()
-    patroni = _patroni(engine, facts.patroni_url)
+    patroni = _patroni(rw_watch, facts.patroni_url)
     return {
         "schema": SNAPSHOT_SCHEMA,
         "now": time.time(),

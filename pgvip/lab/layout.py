@@ -132,6 +132,12 @@ class LabLayout:
             return self.client_ip
         return self.node_ip(host)
 
+    @property
+    def routed_client_subnet(self) -> ipaddress.IPv4Network:
+        """The client subnet behind the L3 fabric's router (pgvip.lab.bgp_fabric): 10.21.C.0/24
+        for a lab on 10.20.C.0/24 (the same third octet)."""
+        return ipaddress.IPv4Network(f"10.21.{self.subnet.network_address.packed[2]}.0/24")
+
     def patroni_url(self, node: str) -> str:
         return f"http://{self.node_ip(node)}:{PATRONI_PORT}"
 

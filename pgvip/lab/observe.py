@@ -182,9 +182,16 @@ class Observe(Faults):
 
     @user_errors
     def wait_ready(
-        self, *, timeout: float, progress: Progress = print, _t0: float | None = None
+        self,
+        *,
+        timeout: float,
+        progress: Progress = print,
+        _t0: float | None = None,
+        vip: bool = True,
     ) -> None:
-        """Wait for one leader, N-1 streaming replicas and (with pgvip) SQL through the RW VIP.
+        """Wait for one leader, N-1 streaming replicas and (with pgvip, unless `vip` is False,
+        as in the L3 fabric where the client subnet cannot reach the VIPs) SQL through the RW
+        VIP.
 
         Shows each change of the cluster's state; on timeout, or when a daemon dies, the error
         names what did not come up and quotes the end of its logs.
@@ -204,7 +211,7 @@ class Observe(Faults):
                 summary = f"waiting for Patroni: {exc}"
             vip_ok = False
             if readiness is not None and readiness.ready:
-                if not self.pgvip:
+                if not (self.pgvip and vip):
                     break
                 vip_ok = self.rw_vip_answers()
                 summary += "; RW VIP " + ("answers SQL" if vip_ok else "not answering yet")

@@ -62,13 +62,15 @@ class RenderError(ValueError):
 
 
 def pg_hba(layout: LabLayout) -> list[str]:
-    """pg_hba lines: trust on the node's own socket, md5 from the lab subnet only."""
+    """pg_hba lines: trust on the node's own socket, md5 from the lab subnet and from the
+    client subnet behind the L3 fabric's router (unused, and unrouted, without one)."""
     subnet = str(layout.subnet)
     return [
         "local all all trust",
         "local replication all trust",
         "host all all 127.0.0.1/32 md5",
         f"host all all {subnet} md5",
+        f"host all all {layout.routed_client_subnet} md5",
         f"host replication {REPLICATION_USER} {subnet} md5",
         f"host replication {REPLICATION_USER} 127.0.0.1/32 md5",
     ]

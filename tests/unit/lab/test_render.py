@@ -105,17 +105,21 @@ def test_patroni_dcs_timing_is_consistent(layout: LabLayout) -> None:
     ]
 
 
-def test_pg_hba_allows_only_the_lab_subnet(tmp_path: Path) -> None:
+def test_pg_hba_allows_only_the_lab_subnets(tmp_path: Path) -> None:
     layout = LabLayout.create(subnet="10.20.34.0/24", root=tmp_path)
     hba = render.patroni_config(layout, "p1")["postgresql"]["pg_hba"]
     assert "local all all trust" in hba
     assert "host all all 10.20.34.0/24 md5" in hba
     assert "host replication replicator 10.20.34.0/24 md5" in hba
+    # The L3 fabric's client subnet (pgvip.lab.bgp_fabric) may connect, never replicate.
+    assert "host all all 10.21.34.0/24 md5" in hba
+    assert not any(line.startswith("host replication replicator 10.21.") for line in hba)
     for line in hba:
         fields = line.split()
         if fields[0] == "host":
             net = ipaddress.IPv4Network(fields[3])
-            assert net.subnet_of(layout.subnet) or net.is_loopback, line
+            lab_nets = (layout.subnet, layout.routed_client_subnet)
+            assert any(net.subnet_of(n) for n in lab_nets) or net.is_loopback, line
             assert fields[4] == "md5", line
 
 
