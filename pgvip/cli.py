@@ -203,7 +203,9 @@ def release(interfaces: tuple[str, ...], config_path: str | None) -> None:
     only: set[Any] | None = None
     if config_path is not None:
         config = _load(config_path, {})
-        interfaces = tuple(dict.fromkeys((*interfaces, config.vrrp.interface)))
+        # bgp mode keeps the VIPs on bgp.interface (lo by default, which is cleaned anyway).
+        extra = (config.bgp.interface,) if config.rw.announce == "bgp" else ()
+        interfaces = tuple(dict.fromkeys((*interfaces, config.vrrp.interface, *extra)))
         names = StateNames(config.instance.name)
         only = {config.rw.vip.ip}
         if config.ro.vip is not None:

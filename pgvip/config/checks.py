@@ -53,6 +53,13 @@ def choice(*options: str) -> Check:
     return check
 
 
+def network(v: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(v.strip(), strict=True)
+    except ValueError as exc:
+        raise Invalid(f"not a network in CIDR form (e.g. 10.22.0.0/24): {exc}") from None
+
+
 def vip(v: str) -> IPInterface:
     try:
         iface = ipaddress.ip_interface(v.strip())

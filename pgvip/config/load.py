@@ -140,10 +140,19 @@ class _Checker:
         if "bgp.peers" in self.v and not self.v["bgp.peers"]:
             self.add("bgp.peers", 'is required with rw.announce = "bgp": list the routers')
         src = self.v.get("bgp.source")
+        backstop = self.v.get("bgp.backstop")
+        if backstop is not None and backstop.prefixlen < (16 if backstop.version == 4 else 48):
+            self.add(
+                "bgp.backstop",
+                f"{backstop} is too wide to announce from every node: reserve a small "
+                "prefix for the VIPs (/16 or longer, /48 for IPv6)",
+            )
         for vip_key in ("rw.vip", "ro.vip"):
             vip = self.v.get(vip_key)
             if vip is None:
                 continue
+            if backstop is not None and (vip.version != backstop.version or vip.ip not in backstop):
+                self.add("bgp.backstop", f"{backstop} does not cover {vip_key} {vip.ip}")
             if vip.network.prefixlen != vip.max_prefixlen:
                 self.add(
                     vip_key,

@@ -4,6 +4,7 @@ which of its values a reload may change without a re-election (from the schema).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ class BgpConfig:
     peer_as: int | None = None
     peers: tuple[IPAddress, ...] = ()
     source: IPAddress | None = None
+    backstop: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     hold_time: int = 3
     bfd: bool = False
     bfd_interval: float = 0.1

@@ -15,6 +15,7 @@ from pgvip.config.checks import (
     instance_name,
     int_range,
     listen,
+    network,
     nonempty,
     size,
     unicast,
@@ -293,6 +294,13 @@ SCHEMA: tuple[Setting, ...] = (
     _s("bgp", "source", "string", None,
        "Local address of the sessions and the routes' next hop; default: the primary address "
        "of vrrp.interface (the uplink in bgp mode).", check=unicast, unit="address"),
+    _s("bgp", "backstop", "string", None,
+       "A prefix that covers the VIPs (e.g. 10.22.0.0/24, reserved for them), announced by "
+       "every node at all times. Between the old leader's withdraw and the new one's "
+       "announcement the router then sends VIP traffic to any node, whose reset guard "
+       "(announce.reset_stale) answers TCP with a reset, instead of dropping it: a client's "
+       "connect fails at once and retries, rather than losing its SYN (1 s). Unset: off.",
+       check=network, unit="CIDR"),
     _s("bgp", "hold_time", "integer", 3,
        "BGP hold time in seconds (3-65535): how long a router keeps this node's routes after "
        "the node goes silent (host down, link cut). A crash of pgvip or the speaker closes the "

@@ -78,3 +78,12 @@ def test_bfd_slower_than_the_hold_time_is_pointless() -> None:
     text = _problems(_data(bgp={"bfd": True, "bfd_interval": 1.0}))
     assert "bgp.bfd_interval" in text
     assert config_from_mapping(_data(bgp={"bfd": True, "bfd_interval": 0.1})).bgp.bfd
+
+
+def test_the_backstop_must_cover_the_vips_and_stay_small() -> None:
+    assert str(config_from_mapping(_data(bgp={"backstop": "10.22.0.0/24"})).bgp.backstop) == (
+        "10.22.0.0/24"
+    )
+    assert "does not cover rw.vip" in _problems(_data(bgp={"backstop": "10.22.0.48/31"}))
+    assert "too wide" in _problems(_data(bgp={"backstop": "10.0.0.0/8"}))
+    assert "not a network" in _problems(_data(bgp={"backstop": "10.22.0.1/24"}))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from pgvip.config import Config, without_hot_keys
 from pgvip.daemon.blueprint import eligibility_policy
 from pgvip.daemon.engine import patroni_password
+from pgvip.daemon.guard_keeper import keep_guard
 from pgvip.daemon.host_state import claim_engine, others_vips, release
 from pgvip.daemon.l3.ro_route_watch import RoRouteWatch
 from pgvip.daemon.l3.route_runner import RouteRunner
@@ -25,7 +26,9 @@ from pgvip.dataplane.addresses import AddressManager
 from pgvip.dataplane.bgp.bird import BirdSpeaker
 from pgvip.dataplane.bgp.bird_config import SpeakerSettings
 from pgvip.dataplane.interfaces import primary_address
+from pgvip.dataplane.stale_guard import StaleGuard
 from pgvip.log import Logger
+from pgvip.naming import StateNames
 from pgvip.patroni.client import PatroniClient
 from pgvip.policy.eligibility import EligibilityPolicy
 
@@ -82,6 +85,7 @@ class L3Engine:
         self.ro_watch: RoRouteWatch | None = None
         self.speaker: BirdSpeaker | None = None
         self.source: IPAddress | None = None
+        self.guard: StaleGuard | None = None
         self._runners: list[RouteRunner] = []
         self.reconciler: RouteReconciler = RouteReconciler(self._runners, log)
         self._tasks: list[asyncio.Task[None]] = []
@@ -120,6 +124,7 @@ class L3Engine:
             hold_time=bgp.hold_time,
             bfd=bgp.bfd,
             bfd_interval=bgp.bfd_interval,
+            backstop=bgp.backstop,
         )
         self.speaker = BirdSpeaker(
             settings,
@@ -165,6 +170,12 @@ class L3Engine:
                 on_poll=lambda obs: self.metrics.poll("ro", obs.latency, obs.cause),
             )
         watcher = await self._stack.enter_async_context(AddressWatcher())
+        if cfg.announce.reset_stale:
+            # Traffic for a VIP that reaches a node not holding it (the backstop route, a
+            # router still using a withdrawn path) is answered with a reset, not dropped.
+            table = StateNames(cfg.instance.name).guard_table
+            self.guard = StaleGuard([v.ip for v in vips], table=table)
+            self._spawn(keep_guard(self.guard, self.log), "stale-guard")
         self._spawn(self.speaker.run(), "bgp-speaker")
         for runner in self._runners:
             self._spawn(runner.run(), f"route-{runner.name}")

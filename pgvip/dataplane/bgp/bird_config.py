@@ -7,6 +7,7 @@ import ipaddress
 from dataclasses import dataclass
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # The port BIRD listens on. pgvip connects to the routers (port 179); the listener is never
 # used but always opened, and a port below 1024 would need CAP_NET_BIND_SERVICE.
@@ -25,6 +26,7 @@ class SpeakerSettings:
     hold_time: int
     bfd: bool = False
     bfd_interval: float = 0.1
+    backstop: IPNetwork | None = None  # announced always, from every node
 
     def __post_init__(self) -> None:
         if not self.peers:
@@ -32,6 +34,8 @@ class SpeakerSettings:
         if self.hold_time < 3:
             raise ValueError(f"hold_time must be at least 3 s, got {self.hold_time}")
         families = {a.version for a in (self.source, *self.peers, *self.vips)}
+        if self.backstop is not None:
+            families.add(self.backstop.version)
         if len(families) != 1:
             raise ValueError("the source, the peers and the VIPs must be of one address family")
 
@@ -58,7 +62,8 @@ def session_name(index: int) -> str:
 def render(s: SpeakerSettings) -> str:
     channel = f"ipv{s.version}"
     host = 32 if s.version == 4 else 128
-    prefixes = ", ".join(f"{v}/{host}" for v in s.vips) or ""
+    nets = [f"{v}/{host}" for v in s.vips] + ([str(s.backstop)] if s.backstop else [])
+    prefixes = ", ".join(nets)
     # An empty prefix set is not valid BIRD syntax; "reject all" is what it would mean.
     accept = f"if net ~ [ {prefixes} ] then accept; " if prefixes else ""
     lines = [
@@ -72,6 +77,9 @@ def render(s: SpeakerSettings) -> str:
         "}",
         f"filter pgvip_export {{ {accept}reject; }}",
     ]
+    if s.backstop is not None:
+        # Never installed here (no kernel protocol): only announced, as the VIPs' fallback.
+        lines += [f"protocol static pgvip_backstop {{ {channel}; route {s.backstop} blackhole; }}"]
     if s.bfd:
         ms = max(1, round(s.bfd_interval * 1000))
         lines += [

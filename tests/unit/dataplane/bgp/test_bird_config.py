@@ -64,3 +64,10 @@ def test_ipv6() -> None:
 def test_impossible_settings_are_refused(kw: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         _settings(**kw)
+
+
+def test_the_backstop_is_announced_as_a_static_route() -> None:
+    assert "pgvip_backstop" not in render(_settings())
+    text = render(_settings(backstop=ipaddress.ip_network("10.22.0.0/24")))
+    assert "protocol static pgvip_backstop { ipv4; route 10.22.0.0/24 blackhole; }" in text
+    assert "10.22.0.49/32, 10.22.0.0/24 ]" in text
