@@ -89,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])  # fmt: skip
     parser.add_argument("--switchovers", type=int, default=5)
     parser.add_argument("--kills", type=int, default=3, help="kill -9 of pgvip on the leader")
+    parser.add_argument(
+        "--silences",
+        type=int,
+        default=3,
+        help="a replica cut off the switch: its RO route must go after hold_time",
+    )
     parser.add_argument("--interval", type=float, default=0.05, help="app writer's pace, s")
     parser.add_argument("--prefix", default="pgvl")
     parser.add_argument("--subnet", default="10.20.47.0/24")
@@ -122,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     events.append(_switchover(lab, f, sampler, samples, offset, i))
                 for i in range(args.kills):
                     events.append(_kill(lab, f, sampler, i))
+                for i in range(args.silences):
+                    events.append(_silence(lab, f, sampler, i))
                 dual = len(sampler.dual(f.rw_vip))
                 n_samples = len(sampler.samples)
                 route_log = list(sampler.samples) if args.samples else []
@@ -222,6 +230,26 @@ def _kill(lab: Any, f: Any, sampler: Any, i: int) -> dict[str, Any]:
     return ev
 
 
+def _silence(lab: Any, f: Any, sampler: Any, i: int) -> dict[str, Any]:
+    _wait_route(lab, f, sampler)
+    leader = lab.leader()
+    node = sorted(n for n in lab.layout.node_names() if n != leader)[i % 2]
+    replicas = {str(lab.layout.node_ip(n)) for n in lab.layout.node_names() if n != leader}
+    hop = str(lab.layout.node_ip(node))
+    lab.partition(node)
+    try:
+        gone = sampler.wait_for("r1", f.ro_vip, replicas - {hop}, 10.0)
+    finally:
+        lab.heal(node)
+    back = sampler.wait_for("r1", f.ro_vip, replicas, 20.0)
+    ev = {"kind": "silent-replica", "node": node,
+          "ro_route_gone_after": None if gone is None else round(gone, 3),
+          "ro_route_back_after_heal": None if back is None else round(back, 3)}  # fmt: skip
+    print(f"{node} cut off: {ev}", flush=True)
+    time.sleep(2.0)
+    return ev
+
+
 def _stats(values: list[float]) -> dict[str, float] | None:
     if not values:
         return None
@@ -232,6 +260,7 @@ def _stats(values: list[float]) -> dict[str, float] | None:
 def _summary(events: list[dict[str, Any]], dual: int, n_samples: int) -> dict[str, Any]:
     sw = [e for e in events if e["kind"] == "switchover"]
     kills = [e for e in events if e["kind"] == "kill-pgvip"]
+    silent = [e for e in events if e["kind"] == "silent-replica"]
 
     def col(rows: list[dict[str, Any]], key: str) -> list[float]:
         return [float(r[key]) for r in rows if r.get(key) is not None]
@@ -243,6 +272,7 @@ def _summary(events: list[dict[str, Any]], dual: int, n_samples: int) -> dict[st
         "switchover_announce_delay": _stats(col(sw, "announce_delay")),
         "kill_withdrawn_after": _stats(col(kills, "withdrawn_after_kill")),
         "kill_announced_after_restart": _stats(col(kills, "announced_after_restart")),
+        "silent_replica_route_gone_after": _stats(col(silent, "ro_route_gone_after")),
         "rw_dual_samples": dual,
         "route_samples": n_samples,
     }

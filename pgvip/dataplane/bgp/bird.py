@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ PR_SET_PDEATHSIG = 1
 START_TIMEOUT = 5.0  # seconds for a started BIRD to answer on its control socket
 SESSION_POLL = 0.5  # seconds between reads of the session table
 RESTART_DELAY = 1.0
+# A session not established this long after BIRD started (or after it went down) is
+# reported once: the router refuses, is unreachable, or has another AS configured.
+SESSION_WARN_AFTER = 10.0
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -42,6 +46,7 @@ class BirdSpeaker:
         name: str,
         log: Any,
         on_sessions: Callable[[tuple[Session, ...]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.binary = binary
@@ -54,7 +59,9 @@ class BirdSpeaker:
         self._stderr_task: asyncio.Task[None] | None = None
         self.sessions: tuple[Session, ...] = ()
         self.restarts = 0
-        self._stopping = False
+        self._clock = clock
+        self._down_since: dict[str, float] = {}  # session -> when it was last seen not up
+        self._warned: set[str] = set()
 
     @property
     def pid(self) -> int | None:
@@ -183,10 +190,30 @@ class BirdSpeaker:
         for name, was_up in before.items():
             if was_up and name not in {s.name for s in now}:
                 self._log.warning("BGP session down", peer=peers.get(name, name), state="gone")
+        self._warn_stuck(now, peers)
         changed = now != self.sessions
         self.sessions = now
         if changed and self._on_sessions is not None:
             self._on_sessions(now)
+
+    def _warn_stuck(self, now: tuple[Session, ...], peers: dict[str, str]) -> None:
+        t = self._clock()
+        for s in now:
+            if s.established:
+                self._down_since.pop(s.name, None)
+                self._warned.discard(s.name)
+                continue
+            since = self._down_since.setdefault(s.name, t)
+            if t - since >= SESSION_WARN_AFTER and s.name not in self._warned:
+                self._warned.add(s.name)
+                self._log.warning(
+                    "BGP session not established: the router does not answer or refuses "
+                    "(check its neighbour config for this node, bgp.peer_as, bgp.local_as, "
+                    "and TCP 179 between them); nothing is announced through it",
+                    peer=peers.get(s.name, s.name),
+                    state=s.info or s.state,
+                    seconds=round(t - since, 1),
+                )
 
     async def stop(self) -> None:
         """Stop BIRD (its sessions close: the routers withdraw this node's routes)."""
