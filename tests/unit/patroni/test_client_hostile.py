@@ -172,7 +172,9 @@ async def test_endless_headers_are_invalid_or_time_out(hostile: Hostile) -> None
     obs, elapsed = await _primary(hostile, timeout=1.0)
     assert obs.verdict is Verdict.UNKNOWN
     assert obs.cause in ("invalid", "timeout")
-    assert elapsed < 2.0
+    # The deadline is 1 s; an unbounded read would never end. 5 s leaves room for a loaded
+    # CI machine (it took 2.7 s at load average 18).
+    assert elapsed < 5.0
 
 
 @pytest.mark.parametrize(
