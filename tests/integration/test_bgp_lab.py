@@ -5,6 +5,7 @@ sampled every 20 ms (pgvip.lab.route_sampler)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -121,6 +122,13 @@ def test_routes_follow_patroni_and_clients_reach_the_right_nodes(bgp_lab: BgpLab
         assert bgp_lab.builder.established(r) == {
             bgp_lab.ip(n) for n in bgp_lab.lab.layout.node_names()
         }
+    # /status reads "MASTER" as "announced", and says how many sessions are up.
+    curl = ["curl", "-sf", "http://127.0.0.1:8010/status"]
+    status = json.loads(bgp_lab.lab.run(leader, curl, check=True, timeout=10).stdout)
+    rw, ro = status["instances"]["rw"], status["instances"]["ro"]
+    assert (rw["state"], rw["held"], rw["interface"]) == ("MASTER", True, "lo")
+    assert rw["priority_reason"] == "bgp: 2 of 2 sessions established"
+    assert ro["state"] == "FAULT" and "healthy replicas serve" in ro["eligibility_reason"]
 
 
 def test_switchover_moves_the_rw_route_without_two_at_once(bgp_lab: BgpLab) -> None:
