@@ -31,6 +31,7 @@ from benchmarks.analysis import app_record
 from benchmarks.recorder import REPO_ROOT
 
 SETTLE = 12.0  # seconds an event's window lasts after it is started
+FAILOVER_WINDOW = 32.0  # Patroni's ttl (20 s) plus the promotion and a settled tail
 
 
 def _probe(lab: Any, f: Any, interval: float) -> subprocess.Popen[str]:
@@ -88,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.l3",
                                      description=__doc__.splitlines()[0])  # fmt: skip
     parser.add_argument("--switchovers", type=int, default=5)
+    parser.add_argument(
+        "--failovers",
+        type=int,
+        default=2,
+        help="kill -9 of the leader's Patroni and PostgreSQL (waits out the ttl)",
+    )
     parser.add_argument("--kills", type=int, default=3, help="kill -9 of pgvip on the leader")
     parser.add_argument(
         "--silences",
@@ -126,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 time.sleep(3.0)
                 for i in range(args.switchovers):
                     events.append(_switchover(lab, f, sampler, samples, offset, i))
+                for _ in range(args.failovers):
+                    events.append(_failover(lab, f, sampler, samples))
                 for i in range(args.kills):
                     events.append(_kill(lab, f, sampler, i))
                 for i in range(args.silences):
@@ -211,6 +220,26 @@ def _switchover(lab: Any, f: Any, sampler: Any, samples: list[dict[str, Any]], o
     return ev
 
 
+def _failover(lab: Any, f: Any, sampler: Any, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    _wait_route(lab, f, sampler)
+    old = lab.leader()
+    t_event = time.monotonic()
+    lab.kill(old, "patroni")  # Patroni first: it would restart a killed PostgreSQL at once
+    lab.kill(old, "postgres")
+    time.sleep(FAILOVER_WINDOW)
+    app = app_record(samples, t_event, time.monotonic(), since=t_event - 5.0).get("persistent", {})
+    new = lab.leader()
+    ev = {"kind": "failover", "from": old, "to": new,
+          "app_through": app.get("through", {}).get("gap"),
+          "app_direct": app.get("direct", {}).get("gap"),
+          "app_extra": app.get("extra"), "app_valid": app.get("valid"),
+          "dual_samples": len(sampler.dual(f.rw_vip, since=t_event))}  # fmt: skip
+    print(f"failover {old}->{new}: {ev}", flush=True)
+    lab.start(old, "patroni")
+    lab.wait_ready(timeout=90, progress=lambda _m: None, vip=False)
+    return ev
+
+
 def _kill(lab: Any, f: Any, sampler: Any, i: int) -> dict[str, Any]:
     _wait_route(lab, f, sampler)
     leader = lab.leader()
@@ -260,6 +289,7 @@ def _stats(values: list[float]) -> dict[str, float] | None:
 def _summary(events: list[dict[str, Any]], dual: int, n_samples: int) -> dict[str, Any]:
     sw = [e for e in events if e["kind"] == "switchover"]
     kills = [e for e in events if e["kind"] == "kill-pgvip"]
+    fo = [e for e in events if e["kind"] == "failover" and e["app_valid"]]
     silent = [e for e in events if e["kind"] == "silent-replica"]
 
     def col(rows: list[dict[str, Any]], key: str) -> list[float]:
@@ -270,6 +300,8 @@ def _summary(events: list[dict[str, Any]], dual: int, n_samples: int) -> dict[st
         "switchover_app_direct_gap": _stats(col(sw, "app_direct")),
         "switchover_withdraw_delay": _stats(col(sw, "withdraw_delay")),
         "switchover_announce_delay": _stats(col(sw, "announce_delay")),
+        "failover_app_extra": _stats(col(fo, "app_extra")),
+        "failover_app_direct_gap": _stats(col(fo, "app_direct")),
         "kill_withdrawn_after": _stats(col(kills, "withdrawn_after_kill")),
         "kill_announced_after_restart": _stats(col(kills, "announced_after_restart")),
         "silent_replica_route_gone_after": _stats(col(silent, "ro_route_gone_after")),
