@@ -102,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=3,
         help="a replica cut off the switch: its RO route must go after hold_time",
     )
+    parser.add_argument(
+        "--bfd", action="store_true", help="BFD on the sessions (100 ms x 3) on nodes and routers"
+    )
     parser.add_argument("--interval", type=float, default=0.05, help="app writer's pace, s")
     parser.add_argument("--prefix", default="pgvl")
     parser.add_argument("--subnet", default="10.20.47.0/24")
@@ -121,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     events: list[dict[str, Any]] = []
     try:
         lab.up(timeout=120, progress=lambda m: print(f"lab: {m}", flush=True))
-        builder.up()
+        builder.up(bfd=args.bfd)
         builder.start_pgvip()
         routers = {r: f.router_ns(r) for r in f.router_names()}
         with RouteSampler(routers, [f.rw_vip, f.ro_vip]) as sampler:

@@ -98,6 +98,11 @@ def frr_config(f: Fabric, router: str, *, bfd: bool = False) -> str:
         "frr defaults datacenter",
         f"hostname {router}",
         "log stdout informational",
+        *(
+            ["bfd", " profile pgvip", "  transmit-interval 100", "  receive-interval 100"]
+            if bfd
+            else []
+        ),
         f"router bgp {ROUTER_AS}",
         f" bgp router-id {f.router_ip(router)}",
         " no bgp ebgp-requires-policy",
@@ -108,7 +113,7 @@ def frr_config(f: Fabric, router: str, *, bfd: bool = False) -> str:
         " neighbor nodes timers 1 3",
         " neighbor nodes timers connect 1",
         " neighbor nodes advertisement-interval 0",
-        *([" neighbor nodes bfd"] if bfd else []),
+        *([" neighbor nodes bfd", " neighbor nodes bfd profile pgvip"] if bfd else []),
         f" bgp listen range {f.lab.layout.subnet} peer-group nodes",
         " address-family ipv4 unicast",
         "  maximum-paths 8",
@@ -224,7 +229,8 @@ class FabricBuilder:
             time.sleep(0.05)
 
     def _write_pgvip_configs(self, **bgp: Any) -> None:
-        bgp.pop("bfd", None)
+        if not bgp.get("bfd"):
+            bgp.pop("bfd", None)
         for node in self.lab.layout.node_names():
             path = self.lab.pgvip_config_path(node)
             doc = pgvip_bgp_document(self.f, node, **bgp)

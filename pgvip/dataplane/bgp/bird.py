@@ -139,7 +139,13 @@ class BirdSpeaker:
         assert self._proc is not None and self._proc.stderr is not None
         async for raw in self._proc.stderr:
             line = raw.decode(errors="replace").rstrip()
-            if line:
+            if not line:
+                continue
+            if "<ERR>" in line or "<FATAL>" in line or "<BUG>" in line:
+                self._log.error("bird", line=line)
+            elif "<WARN>" in line:
+                self._log.warning("bird", line=line)
+            else:
                 self._log.info("bird", line=line)
 
     async def run(self) -> None:
