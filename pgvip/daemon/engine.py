@@ -29,6 +29,7 @@ from pgvip.daemon.patroni_watch import FastPolling, PatroniWatch
 from pgvip.daemon.reconciler import Reconciler
 from pgvip.daemon.ro.director import Director
 from pgvip.daemon.ro.role_watch import RoleWatch
+from pgvip.daemon.tasks import EngineTasks
 from pgvip.daemon.vrrp_channel import VrrpChannel, open_channel
 from pgvip.dataplane.address_watcher import AddressWatcher
 from pgvip.dataplane.addresses import AddressManager
@@ -108,12 +109,12 @@ class Engine:
         self.reconciler: Reconciler | None = None
         self.guard: StaleGuard | None = None
         self._runners: list[InstanceRunner] = []  # shared with the reconciler
-        self._tasks: list[asyncio.Task[None]] = []
+        self._task_group = EngineTasks(log)
         self._stack = contextlib.AsyncExitStack()
         self._channel: VrrpChannel | None = None
         self._notifier: Notifier | None = None
         self._announce = announce_settings(config)
-        self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+        self.failed = self._task_group.failed
 
     @property
     def runners(self) -> tuple[InstanceRunner, ...]:
@@ -351,19 +352,7 @@ class Engine:
         return Announcer(on_error=self._announce_failed, send_v4=garp, send_v6=na)
 
     def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        task.add_done_callback(self._task_done)
-        self._tasks.append(task)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None and not self.failed.done():
-            self.log.error(
-                "task crashed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}"
-            )
-            self.failed.set_result(exc)
+        self._task_group.spawn(coro, name)
 
     async def stop(self, reason: str) -> None:
         # Release first (VIP removed, priority 0 sent), then tear the rest down.
@@ -386,15 +375,7 @@ class Engine:
                 self.log.error(
                     "RO balancer clean-up at shutdown failed", error=_shutdown_error(exc)
                 )
-        for task in self._tasks:
-            task.cancel()
-        pending: set[asyncio.Task[None]] = set()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=SHUTDOWN_BUDGET / 2)
-        if pending:
-            self.log.error(
-                "tasks ignored cancellation at shutdown", tasks=[t.get_name() for t in pending]
-            )
+        await self._task_group.cancel_all(SHUTDOWN_BUDGET / 2)
         if self._notifier is not None:
             await self._notifier.drain(0.2)
         await self._stack.aclose()

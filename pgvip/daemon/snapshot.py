@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, cast
 
 from pgvip import __version__
 from pgvip.daemon.l3.engine import L3Engine
-from pgvip.daemon.l3.snapshot import l3_instances
+from pgvip.daemon.l3.snapshot import l3_instances, transition_infos
 from pgvip.dataplane.conflict_watch import mac_text
 from pgvip.status import (
     SNAPSHOT_SCHEMA,
@@ -21,7 +21,6 @@ from pgvip.status import (
     PatroniInfo,
     PollInfo,
     Snapshot,
-    TransitionInfo,
 )
 
 if TYPE_CHECKING:
@@ -77,17 +76,7 @@ def instance_info(
         master_address: str | None = str(inst.config.primary_address)
     else:
         master_address = str(master) if master else None
-    transitions: list[TransitionInfo] = [
-        {
-            "at": t.at,
-            "from_state": t.from_state,
-            "to_state": t.to_state,
-            "reason": t.reason,
-            "reason_kind": t.kind.value,
-            "priority": t.priority,
-        }
-        for t in runner.transitions
-    ]
+    transitions = transition_infos(runner.transitions)
     return {
         "name": runner.name,
         "vrid": inst.config.vrid,

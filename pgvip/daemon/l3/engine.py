@@ -21,6 +21,7 @@ from pgvip.daemon.l3.ro_route_watch import RoRouteWatch
 from pgvip.daemon.l3.route_runner import RouteRunner
 from pgvip.daemon.notify import Notifier
 from pgvip.daemon.patroni_watch import PatroniWatch
+from pgvip.daemon.tasks import EngineTasks
 from pgvip.dataplane.address_watcher import AddressWatcher
 from pgvip.dataplane.addresses import AddressManager
 from pgvip.dataplane.bgp.bird import BirdSpeaker
@@ -88,10 +89,10 @@ class L3Engine:
         self.guard: StaleGuard | None = None
         self._runners: list[RouteRunner] = []
         self.reconciler: RouteReconciler = RouteReconciler(self._runners, log)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._task_group = EngineTasks(log)
         self._stack = contextlib.AsyncExitStack()
         self._notifier = Notifier(config.notify.command, config.notify.timeout, log)
-        self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+        self.failed = self._task_group.failed
 
     @property
     def runners(self) -> tuple[RouteRunner, ...]:
@@ -226,19 +227,7 @@ class L3Engine:
         return True
 
     def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        task.add_done_callback(self._task_done)
-        self._tasks.append(task)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None and not self.failed.done():
-            self.log.error(
-                "task crashed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}"
-            )
-            self.failed.set_result(exc)
+        self._task_group.spawn(coro, name)
 
     async def stop(self, reason: str) -> None:
         # Withdraw first (the VIPs leave lo: BIRD withdraws them), then stop the speaker.
@@ -251,9 +240,6 @@ class L3Engine:
                     instance=runner.name,
                     error=f"{type(exc).__name__}: {exc}",
                 )
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=SHUTDOWN_BUDGET / 2)
+        await self._task_group.cancel_all(SHUTDOWN_BUDGET / 2)
         await self._notifier.drain(0.2)
         await self._stack.aclose()

@@ -4,18 +4,34 @@ since no advert tells who else announces."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from pgvip.status import InstanceInfo, PollInfo, TransitionInfo
 
 if TYPE_CHECKING:
+    from pgvip.daemon.instance_runner import TransitionRecord
     from pgvip.daemon.l3.engine import L3Engine
     from pgvip.daemon.l3.ro_route_watch import RoRouteWatch
     from pgvip.daemon.l3.route_runner import RouteRunner
     from pgvip.daemon.patroni_watch import PatroniWatch
 
     PollFn = Callable[[PatroniWatch | RoRouteWatch | None, str], PollInfo | None]
+
+
+def transition_infos(records: Iterable[TransitionRecord]) -> list[TransitionInfo]:
+    """An instance's recent transitions as the status schema has them (VRRP and L3 alike)."""
+    return [
+        {
+            "at": t.at,
+            "from_state": t.from_state,
+            "to_state": t.to_state,
+            "reason": t.reason,
+            "reason_kind": t.kind.value,
+            "priority": t.priority,
+        }
+        for t in records
+    ]
 
 
 def _info(
