@@ -60,6 +60,9 @@ class ProbeResult:
     # of after `fall`, since every connection sent there meanwhile fails. Timeouts and garbage
     # are doubts and still need `fall`.
     definitive: bool = False
+    # No answer at all within the probe's deadline (a gone host looks like this; a refusal or
+    # an error reply does not).
+    timed_out: bool = False
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,6 @@ LOCAL_INTERVAL = 0.02
 # leaves at once: new connections to it would only wait out their connect timeouts.
 WATCH_TIMEOUT = 0.3
 UNANSWERED_LIMIT = 2
-TIMEOUT_TEXT = "connect timeout after"
 
 
 def _where(host: str, port: int) -> str:
@@ -66,7 +65,8 @@ async def check_port(
         async with asyncio.timeout(timeout):
             _reader, writer = await asyncio.open_connection(host, port)
     except TimeoutError:
-        return _result(member, False, f"port: {where} {TIMEOUT_TEXT} {timeout:g} s", clock)
+        reason = f"port: {where} connect timeout after {timeout:g} s"
+        return _result(member, False, reason, clock, timed_out=True)
     except ConnectionRefusedError:
         return _result(
             member, False, f"port: {where} refused (PostgreSQL not listening)", clock,
@@ -83,9 +83,17 @@ async def check_port(
 
 
 def _result(
-    member: str, ok: bool, reason: str, clock: Callable[[], float], *, definitive: bool = False
+    member: str,
+    ok: bool,
+    reason: str,
+    clock: Callable[[], float],
+    *,
+    definitive: bool = False,
+    timed_out: bool = False,
 ) -> ProbeResult:
-    return ProbeResult(member, ok, reason, clock(), kind="port", definitive=definitive)
+    return ProbeResult(
+        member, ok, reason, clock(), kind="port", definitive=definitive, timed_out=timed_out
+    )
 
 
 async def watch_ports(
@@ -114,7 +122,7 @@ async def watch_ports(
             )
             ours = set(local())
             for target, r in zip(current, results, strict=True):
-                silent = not r.ok and TIMEOUT_TEXT in r.reason and target not in ours
+                silent = not r.ok and r.timed_out and target not in ours
                 unanswered[target] = unanswered.get(target, 0) + 1 if silent else 0
                 if r.definitive:
                     on_refused(r)

@@ -308,7 +308,7 @@ async def test_a_backend_whose_connects_go_unanswered_twice_in_a_row_is_taken_ou
         if script[member][rounds] == "ok":
             return ProbeResult(member, True, "port: accepts", 0.0, kind="port")
         return ProbeResult(member, False, f"port: {host}:{port} connect timeout after "
-                           f"{timeout:g} s", 0.0, kind="port")  # fmt: skip
+                           f"{timeout:g} s", 0.0, kind="port", timed_out=True)  # fmt: skip
 
     async def sleep(_s: float) -> None:
         nonlocal rounds
