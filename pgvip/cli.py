@@ -97,6 +97,15 @@ def check_config(config_path: str | None, **flags: Any) -> None:
         click.echo(f"pgvip: {clash}", err=True)
     if clashes:
         sys.exit(EXIT_USAGE)
+    if config.rw.announce == "bgp":
+        bgp = config.bgp
+        ro = f", ro {config.ro.vip}" if config.ro.vip is not None else ""
+        peers = ", ".join(str(p) for p in bgp.peers)
+        click.echo(
+            f"pgvip: configuration OK (bgp: rw {config.rw.vip}{ro} on {bgp.interface}, "
+            f"AS {bgp.local_as} to AS {bgp.peer_as} at {peers})"
+        )
+        return
     ro = f", ro {config.ro.vip} vrid {config.ro.vrid}" if config.ro.vip is not None else ""
     click.echo(
         f"pgvip: configuration OK (rw {config.rw.vip} vrid {config.rw.vrid}{ro} "

@@ -33,6 +33,20 @@ def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
     assert "configuration OK" in out
 
 
+def test_check_config_describes_bgp_mode(tmp_path: Path) -> None:
+    path = tmp_path / "pgvip.toml"
+    bgp = '[bgp]\nlocal_as = 65101\npeer_as = 65000\npeers = ["10.20.30.1"]\n'
+    rw = 'vip = "10.22.0.50"\nannounce = "bgp"'
+    path.write_text(GOOD.replace('vip = "10.20.30.50/24"', rw) + bgp)
+    code, out = run("check-config", "--config", str(path))
+    assert code == 0, out
+    assert "(bgp: rw 10.22.0.50/32 on lo, AS 65101 to AS 65000 at 10.20.30.1)" in out
+    assert "vrid" not in out
+    path.write_text(path.read_text().replace('peers = ["10.20.30.1"]', "peers = []"))
+    code, out = run("check-config", "--config", str(path))
+    assert code == 2 and "list the routers" in out
+
+
 def test_check_config_names_key_file_and_value(tmp_path: Path) -> None:
     path = tmp_path / "pgvip.toml"
     path.write_text(GOOD.replace("[rw]", "[rw]\nvrid = 300"))
