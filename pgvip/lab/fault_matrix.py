@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pgvip.lab.demo_report import ScenarioResult
+from pgvip.lab.observe import vip_holders
 from pgvip.lab.scenarios import RECOVER_TIMEOUT, RUNNERS, DemoError, Narrator
 
 HOLD = 8.0  # seconds a fault is held before it is healed
@@ -46,12 +47,7 @@ def _replica(lab: Any, leader: str) -> str:
 
 
 def _holders(lab: Any, vip: Any) -> list[str]:
-    found = []
-    for node in lab.layout.node_names():
-        out = lab.run(node, ["ip", "-br", "-4", "addr", "show", "dev", "eth0"], timeout=5).stdout
-        if f" {vip}/" in f" {out}":
-            found.append(node)
-    return found
+    return vip_holders(lab.layout, vip)
 
 
 def _ro_director(lab: Any) -> str | None:
