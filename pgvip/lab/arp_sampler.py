@@ -7,6 +7,11 @@ kernel has the VIP answers, whatever pgvip thinks; so does a host outside the cl
 it (a keepalived, a rogue pgvip, an address added by hand). A slot where two MACs answer for
 one VIP is a dual-holder sample at the ARP level.
 
+The client's own ARP cache must not learn from these replies (a reply updates any entry it
+names, so the sampler would heal a stale entry that a real client keeps): the requests come
+from a MAC of their own (`OBSERVER_MAC`), the replies go to it, and the client's kernel drops
+them as frames for another host; the socket reads them in promiscuous mode.
+
 A reply carries no request id, and one that arrives late (a busy node) must not count in the
 next slot, where a new holder may answer too. So each slot asks from another sender address,
 one of `TAGS` unused addresses of the lab's subnet (.240 up), and a reply is credited to the
@@ -37,6 +42,10 @@ BROADCAST = b"\xff" * 6
 TAGS = 8  # sender addresses .240 to .247 take turns
 TAG_BASE_HOST = 240
 GRACE = 5  # a slot stays open for replies this many slots after its request
+OBSERVER_MAC = bytes.fromhex("027067760001")  # locally administered; no lab host has it
+SOL_PACKET = 263
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_MR_PROMISC = 1
 
 
 class ArpSamplerError(RuntimeError):
@@ -196,7 +205,6 @@ class ArpSampler:
             return list(self.samples)
 
     def _open(self) -> tuple[socket.socket, bytes]:
-        from pgvip.dataplane.announce import interface_mac
         from pgvip.lab import netns
 
         netns.enter_netns(self.layout.client_ns)  # this thread only, for good
@@ -204,7 +212,11 @@ class ArpSampler:
         try:
             sock.bind((self.interface, ETH_P_ARP))
             sock.setblocking(False)
-            return sock, interface_mac(sock, self.interface)
+            # Promiscuous while the socket is open: the replies are for OBSERVER_MAC.
+            mreq = struct.pack("iHH8s", socket.if_nametoindex(self.interface),
+                               PACKET_MR_PROMISC, 0, b"")  # fmt: skip
+            sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+            return sock, OBSERVER_MAC
         except BaseException:
             sock.close()
             raise
