@@ -221,7 +221,8 @@ FAULTS: dict[str, Callable[..., None]] = {
     **STRANGER_ROWS,
 }
 ALL_RUNNERS = {**RUNNERS, **FAULTS}
-FAST = ("vip-deleted-on-holder", "vip-added-on-replica", "pgvip-kill-holder")
+FAST = ("vip-deleted-on-holder", "vip-added-on-replica", "pgvip-kill-holder",
+        "pgvip-rogue-other-vip", "keepalived-above-pgvip")  # fmt: skip
 
 
 def record(results: Sequence[ScenarioResult]) -> list[dict[str, Any]]:
