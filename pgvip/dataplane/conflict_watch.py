@@ -15,7 +15,7 @@ is gone, clients that followed its announcements would keep its MAC until their 
 expires (27 s in the fault matrix). So while a conflict lasts on a held IPv4 VIP, the holder
 sends an ARP probe every 2 × `recheck` seconds (a probe updates nobody's cache); when one
 gets no answer from another MAC, and no claim came since, the conflict is over and the
-claimer's `on_cleared` re-announces the VIP (at most once per REPORT_EVERY per VIP).
+claimer's `on_cleared` re-announces the VIP (at most RECLAIMS_PER_MINUTE times a minute).
 The parsing and the decision are pure (`parse_arp`, `parse_na`, `ConflictDetector`);
 `ConflictWatch` does the I/O.
 """
@@ -59,6 +59,7 @@ _ARP = struct.Struct("!HHBBH6s4s6s4s")
 ICMP6_FILTER = 1  # <netinet/icmp6.h>: a raw ICMPv6 socket's type filter
 REPORT_EVERY = 60.0  # the same conflict (VIP, MAC) is logged again at most this often
 RECHECK = 1.0  # while a conflict lasts: wait, probe, wait this long for an answer
+RECLAIMS_PER_MINUTE = 3  # re-announcements after a conflict, per VIP per REPORT_EVERY
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,7 @@ class ConflictWatch:
         self.error: str | None = None  # why the watch does not run (then conflicts go unseen)
         self._on_cleared: dict[IPAddress, Callable[[], None]] = {}
         self._rechecks: dict[IPAddress, asyncio.Task[None]] = {}
-        self._reclaimed: dict[IPAddress, float] = {}
+        self._reclaimed: dict[IPAddress, list[float]] = {}
 
     def claimed(self, ip: IPAddress, on_cleared: Callable[[], None] | None = None) -> None:
         """We add `ip` now; `on_cleared` (re-announce it) runs when a conflict on it is over."""
@@ -245,13 +246,13 @@ class ConflictWatch:
             last = self.detector.last_claim(ip)
             if last is not None and last >= asked:
                 continue  # it still answers: still a conflict
-            previous = self._reclaimed.get(ip)
-            if previous is not None and asked - previous < REPORT_EVERY:
-                continue  # a stranger that comes and goes gets no burst more than once a minute
+            recent = [t for t in self._reclaimed.get(ip, []) if asked - t < REPORT_EVERY]
+            if len(recent) >= RECLAIMS_PER_MINUTE:
+                continue  # a stranger that comes and goes: a few bursts a minute, no more
             callback = self._on_cleared.get(ip)
             if callback is None:
                 return
-            self._reclaimed[ip] = asked
+            self._reclaimed[ip] = [*recent, asked]
             self._log.info("VIP conflict over: no other host answers for the VIP now; "
                            "announcing it again", vip=str(ip))  # fmt: skip
             callback()

@@ -126,7 +126,7 @@ class _Watch(ConflictWatch):
         self._sockets = []
 
 
-async def test_a_conflict_that_ends_re_announces_the_vip_once() -> None:
+async def test_a_conflict_that_ends_re_announces_the_vip() -> None:
     seen: list[object] = []
     announced: list[float] = []
     watch = _Watch("eth0", seen.append, log=_Log(), clock=time.monotonic, recheck=0.02)
@@ -141,12 +141,14 @@ async def test_a_conflict_that_ends_re_announces_the_vip_once() -> None:
     probes = watch.probes
     await asyncio.sleep(0.1)
     assert watch.probes == probes  # done: no probing without a conflict
-    # The stranger comes back at once: reported, probed, but no second burst within a minute.
-    watch.present = True
-    watch._readable(_Sock([arp(1, THEIRS, str(VIP), str(VIP))]), parse_arp)  # type: ignore[arg-type]
-    watch.present = False
-    await asyncio.sleep(0.2)
-    assert len(announced) == 1 and watch.probes > probes
+    # A stranger that comes and goes: each episode ends with a burst, three a minute at most.
+    for expected in (2, 3, 3):
+        watch.present = True
+        watch._readable(_Sock([arp(1, THEIRS, str(VIP), str(VIP))]), parse_arp)  # type: ignore[arg-type]
+        watch.present = False
+        await asyncio.sleep(0.15)
+        assert len(announced) == expected
+    assert watch.probes > probes
     watch.released(VIP)
     await asyncio.sleep(0.05)
     assert not watch._rechecks
