@@ -1,6 +1,7 @@
 """The soak (issue 14): many switchovers, kills, partitions and etcd outages in one lab, one
 after another, in a seeded random order; what every event cost the clients, whether the RW
-VIP was ever on two nodes, and each pgvip's RSS and open files at the start and the end.
+VIP was ever on two nodes (address level) or answered by two MACs (ARP level), and each
+pgvip's RSS and open files at the start and the end.
 
 `python -m benchmarks.soak` brings a lab of its own up (prefix pgvs, 10.20.39.0/24) and down
 again, prints one line per event and a summary, and writes `soak-<UTC time>.json` (the
@@ -62,6 +63,7 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         extra = [(r["app_rw_gap"] or 0.0) - (r["app_leader_gap"] or 0.0) for r in rs
                  if r["worked"].get("app_rw") and r["worked"].get("app_leader")]  # fmt: skip
         reads = [(r["ro_failures"] or {}).get("count", 0) for r in rs]
+        counts = [r.get("holders") or {} for r in rs]
         out[name] = {
             "events": len(rs),
             "not_ok": sum(1 for r in rs if not r["ok"]),
@@ -72,6 +74,12 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "app_extra_max": max(extra) if extra else None,
             "failed_reads_total": sum(reads),
             "failed_reads_max": max(reads, default=0),
+            # 20 ms samples with the RW VIP on two nodes / answered by two MACs (ARP).
+            "rw_dual_samples_addr": sum(c.get("rw_dual_samples", 0) for c in counts),
+            "rw_dual_samples_arp": sum(c.get("rw_arp_dual_samples", 0) for c in counts),
+            "ro_dual_samples_addr": sum(c.get("ro_dual_samples", 0) for c in counts),
+            "ro_dual_samples_arp": sum(c.get("ro_arp_dual_samples", 0) for c in counts),
+            "arp_samples": sum(c.get("arp_samples", 0) for c in counts),
         }
     return out
 

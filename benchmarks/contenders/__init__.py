@@ -93,16 +93,10 @@ class Contender(abc.ABC):
 
 
 def vip_holders(lab: Lab, vip: ipaddress.IPv4Address) -> list[str]:
-    """Nodes that have `vip` on eth0 or lo right now (one `ip addr` per node)."""
-    from pgvip.lab import netns
+    """Nodes that have `vip` on eth0 or lo right now (pgvip.lab.observe.vip_holders)."""
+    from pgvip.lab.observe import vip_holders as holders
 
-    held = []
-    for node in lab.layout.node_names():
-        ns = lab.layout.namespace(node)
-        found = {a.ip for ifname in ("eth0", "lo") for a in netns.ipv4_addresses(ns, ifname)}
-        if vip in found:
-            held.append(node)
-    return held
+    return holders(lab.layout, vip)
 
 
 def require_released(lab: Lab, name: str) -> None:

@@ -205,7 +205,7 @@ class InstanceRunner:
         elif isinstance(action, AddVip):
             if self.conflicts is not None:
                 for vip in self.vips:  # before the add: its ARP probe asks who has it now
-                    self.conflicts.claimed(vip.ip)
+                    self.conflicts.claimed(vip.ip, on_cleared=self.start_announcing)
             async with self.lock:
                 for vip in self.vips:
                     if await self._addresses.add(vip):

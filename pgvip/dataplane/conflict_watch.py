@@ -10,8 +10,14 @@ failover must not wait a probe's 1-2 s, so a conflict is reported, not prevented
 
 A conflict is reported (log, `/status`, the metric `pgvip_vip_conflicts`), never fought:
 pgvip sends no extra announcements in reply, so two hosts never outshout each other in a
-GARP war; its own burst and refresh go on at their configured pace. The parsing and the
-decision are pure (`parse_arp`, `parse_na`, `ConflictDetector`); `ConflictWatch` does the I/O.
+GARP war; its own burst and refresh go on at their configured pace. But once the other host
+is gone, clients that followed its announcements would keep its MAC until their ARP entry
+expires (27 s in the fault matrix). So while a conflict lasts on a held IPv4 VIP, the holder
+sends an ARP probe every 2 × `recheck` seconds (a probe updates nobody's cache); when one
+gets no answer from another MAC, and no claim came since, the conflict is over and the
+claimer's `on_cleared` re-announces the VIP (at most RECLAIMS_PER_MINUTE times a minute).
+The parsing and the decision are pure (`parse_arp`, `parse_na`, `ConflictDetector`);
+`ConflictWatch` does the I/O.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ ARPOP_REPLY = 2
 _ARP = struct.Struct("!HHBBH6s4s6s4s")
 ICMP6_FILTER = 1  # <netinet/icmp6.h>: a raw ICMPv6 socket's type filter
 REPORT_EVERY = 60.0  # the same conflict (VIP, MAC) is logged again at most this often
+RECHECK = 1.0  # while a conflict lasts: wait, probe, wait this long for an answer
+RECLAIMS_PER_MINUTE = 3  # re-announcements after a conflict, per VIP per REPORT_EVERY
 
 
 @dataclass(frozen=True)
@@ -172,6 +180,10 @@ class ConflictDetector:
     def active(self, now: float) -> list[Conflict]:
         return [c for c in self._seen.values() if now - c.at < self.quiet]
 
+    def last_claim(self, ip: IPAddress) -> float | None:
+        """When another MAC last claimed `ip` while we held it (None: never this hold)."""
+        return max((c.at for (i, _), c in self._seen.items() if i == ip), default=None)
+
 
 class ConflictWatch:
     """Reads ARP and Neighbour Advertisements on `ifname` while any VIP is held, and calls
@@ -185,17 +197,25 @@ class ConflictWatch:
         *,
         log: Any,
         clock: Callable[[], float],
+        recheck: float = RECHECK,
     ) -> None:
         self.ifname = ifname
         self._on_conflict = on_conflict
         self._log = log
         self._clock = clock
+        self.recheck = recheck
         self.detector = ConflictDetector(set())
         self._sockets: list[socket.socket] = []
         self.error: str | None = None  # why the watch does not run (then conflicts go unseen)
+        self._on_cleared: dict[IPAddress, Callable[[], None]] = {}
+        self._rechecks: dict[IPAddress, asyncio.Task[None]] = {}
+        self._reclaimed: dict[IPAddress, list[float]] = {}
 
-    def claimed(self, ip: IPAddress) -> None:
+    def claimed(self, ip: IPAddress, on_cleared: Callable[[], None] | None = None) -> None:
+        """We add `ip` now; `on_cleared` (re-announce it) runs when a conflict on it is over."""
         self.detector.hold(ip)
+        if on_cleared is not None:
+            self._on_cleared[ip] = on_cleared
         if not self._sockets:
             self._open()
         if isinstance(ip, IPv4Address) and self._sockets:
@@ -203,10 +223,45 @@ class ConflictWatch:
 
     def released(self, ip: IPAddress) -> None:
         self.detector.release(ip)
+        self._on_cleared.pop(ip, None)
+        task = self._rechecks.pop(ip, None)
+        if task is not None:
+            task.cancel()
         if not self.detector.held:
             self.close()
 
+    def _recheck_soon(self, ip: IPAddress) -> None:
+        if isinstance(ip, IPv4Address) and ip in self._on_cleared and ip not in self._rechecks:
+            task = asyncio.get_running_loop().create_task(self._until_clear(ip))
+            self._rechecks[ip] = task
+            task.add_done_callback(lambda _t: self._rechecks.pop(ip, None))
+
+    async def _until_clear(self, ip: IPv4Address) -> None:
+        """Probe `ip` while another host answers for it; re-announce once nobody does."""
+        while ip in self.detector.held:
+            await asyncio.sleep(self.recheck)
+            asked = self._clock()
+            self._probe(ip)
+            await asyncio.sleep(self.recheck)
+            last = self.detector.last_claim(ip)
+            if last is not None and last >= asked:
+                continue  # it still answers: still a conflict
+            recent = [t for t in self._reclaimed.get(ip, []) if asked - t < REPORT_EVERY]
+            if len(recent) >= RECLAIMS_PER_MINUTE:
+                continue  # a stranger that comes and goes: a few bursts a minute, no more
+            callback = self._on_cleared.get(ip)
+            if callback is None:
+                return
+            self._reclaimed[ip] = [*recent, asked]
+            self._log.info("VIP conflict over: no other host answers for the VIP now; "
+                           "announcing it again", vip=str(ip))  # fmt: skip
+            callback()
+            return
+
     def close(self) -> None:
+        for task in self._rechecks.values():
+            task.cancel()
+        self._rechecks.clear()
         loop = asyncio.get_running_loop()
         for sock in self._sockets:
             loop.remove_reader(sock.fileno())
@@ -265,3 +320,4 @@ class ConflictWatch:
             conflict = self.detector.observe(claim, self._clock())
             if conflict is not None:
                 self._on_conflict(conflict)
+                self._recheck_soon(conflict.ip)

@@ -134,7 +134,15 @@ class PgAttempts:
 
 
 class LeaderWatch:
-    """Polls Patroni's /cluster (first answering URL wins) every interval."""
+    """Polls Patroni's /cluster (first answering URL wins) every interval.
+
+    At most one request per URL is open at a time: without its DCS, Patroni blocks a REST
+    worker per /cluster for the DCS retry, and requests abandoned at our timeout and asked
+    again filled its pool of five, which starved the leader's `POST /failsafe` (the observer
+    broke what it observed). A request not answered within `timeout` stays open (up to
+    PATIENCE) and is awaited again by the next polls instead of being asked anew."""
+
+    PATIENCE = 60.0
 
     def __init__(self, urls: Sequence[str], interval: float, timeout: float) -> None:
         self.urls = list(urls)
@@ -143,25 +151,42 @@ class LeaderWatch:
         self.leader: tuple[str, str] | None = None
         self.error: str | None = "no answer from Patroni yet"
         self._first = 0
+        self._open: dict[str, asyncio.Future[Any]] = {}
 
     async def run(self) -> None:
         import aiohttp
 
-        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        timeout = aiohttp.ClientTimeout(total=self.PATIENCE)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            while True:
-                started = time.monotonic()
-                await self.poll(session)
-                await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+            try:
+                while True:
+                    started = time.monotonic()
+                    await self.poll(session)
+                    await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+            finally:
+                for f in self._open.values():
+                    f.cancel()
+
+    @staticmethod
+    async def _get(session: Any, url: str) -> Any:
+        async with session.get(url) as resp:
+            return await resp.json(content_type=None)
 
     async def poll(self, session: Any) -> None:
         errors = []
         for i in range(len(self.urls)):
             index = (self._first + i) % len(self.urls)
             url = self.urls[index].rstrip("/") + "/cluster"
+            pending = self._open.get(url)
+            if pending is None:
+                pending = self._open[url] = asyncio.ensure_future(self._get(session, url))
+            done, _ = await asyncio.wait({pending}, timeout=self.timeout)
+            if not done:
+                errors.append(f"{url}: timeout (still open, not asked again)")
+                continue
+            del self._open[url]
             try:
-                async with session.get(url) as resp:
-                    doc = await resp.json(content_type=None)
+                doc = pending.result()
             except Exception as exc:
                 errors.append(f"{url}: {classify_error(exc)}")
                 continue

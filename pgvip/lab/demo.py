@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import IO, Any, TextIO
 
 from pgvip.lab import samples as probe_samples
+from pgvip.lab.arp_sampler import ArpSample, ArpSampler, ArpSamplerError, count_in
 from pgvip.lab.demo_report import (
     BASELINE,
+    HolderCounts,
     ScenarioResult,
     format_row,
     measure,
@@ -178,12 +180,18 @@ def run_demo(
     )
     out.flush()
 
+    arp = ArpSampler(layout, interval=0.02)
     with (
         VipSampler(layout) as sampler,
+        arp,
         open(log_file, "ab") as log,
         open(samples_file, "w") as raw,
     ):
         sampler.start(interval=0.02)
+        try:
+            arp.start()
+        except ArpSamplerError as exc:  # the address level still runs; say so, once
+            out.write(f"note: ARP level not sampled ({exc})\n")
         proc = subprocess.Popen(
             _probe_argv(layout, python),
             stdout=subprocess.PIPE,
@@ -224,6 +232,7 @@ def run_demo(
             _stop_probe(proc)
             tl.join(timeout=5.0)
             sampler.stop()
+            arp.stop()
         if probe_exit is not None:
             for result in results:
                 result.error = result.error or (
@@ -231,8 +240,10 @@ def run_demo(
                 )
 
         rw_timeline = [(c.t, c.holders) for c in sampler.timeline(layout.rw_vip)]
+        arp_samples = arp.snapshot()
         for result in results:
             measure(result, tl.samples, rw_timeline)
+            result.holders = holder_counts(result, sampler, arp_samples, layout)
 
     if record is not None:
         record.extend(results)
@@ -244,8 +255,31 @@ def run_demo(
             + "; ".join(f"{'+'.join(e.nodes)} at {e.start - t0:.1f}s" for e in doubles)
             + "\n"
         )
+    arp_doubles = [r.name for r in results if r.holders and r.holders.rw_arp_dual_samples]
+    if arp_doubles:
+        out.write(f"WARNING: two MACs answered ARP for the RW VIP in {', '.join(arp_doubles)}\n")
     out.flush()
     return 0 if all(r.ok for r in results) else 1
+
+
+def holder_counts(
+    result: ScenarioResult, sampler: VipSampler, arp: Sequence[ArpSample], layout: LabLayout
+) -> HolderCounts | None:
+    """Dual-holder samples of one finished scenario, at the address and the ARP level."""
+    if result.t_event is None or result.t_end is None:
+        return None
+    t0, t1 = result.t_event, result.t_end
+    asked, rw_dual, rw_none, rw_most = count_in(arp, layout.rw_vip, t0, t1)
+    _, ro_dual, _, _ = count_in(arp, layout.ro_vip, t0, t1)
+    return HolderCounts(
+        rw_dual_samples=sampler.double_samples(layout.rw_vip, t0, t1),
+        ro_dual_samples=sampler.double_samples(layout.ro_vip, t0, t1),
+        arp_samples=asked,
+        rw_arp_dual_samples=rw_dual,
+        ro_arp_dual_samples=ro_dual,
+        max_rw_arp_holders=rw_most,
+        rw_arp_unanswered=rw_none,
+    )
 
 
 def _stop_probe(proc: subprocess.Popen[str]) -> None:

@@ -51,6 +51,19 @@ def format_row(
     )
 
 
+@dataclass(frozen=True)
+class HolderCounts:
+    """Who held each VIP at each 20 ms sample of one scenario, at both levels."""
+
+    rw_dual_samples: int  # address level: sweeps that saw the RW VIP on two nodes
+    ro_dual_samples: int
+    arp_samples: int  # ARP slots asked in the scenario (0: ARP level not sampled)
+    rw_arp_dual_samples: int  # slots where two MACs answered who-has for the RW VIP
+    ro_arp_dual_samples: int
+    max_rw_arp_holders: int  # the most hosts (nodes or not) that answered in one slot
+    rw_arp_unanswered: int  # slots where nobody answered for the RW VIP
+
+
 @dataclass
 class ScenarioResult:
     name: str
@@ -73,6 +86,9 @@ class ScenarioResult:
     app_rw_failures: probe_samples.Failures | None = None
     app_leader_failures: probe_samples.Failures | None = None
     max_rw_holders: int = 0
+    # Dual-holder samples from the fault to the end: address level (20 ms sweeps of the
+    # nodes' addresses) and ARP level (20 ms who-has from the client: two MACs answered).
+    holders: HolderCounts | None = None
     # Per path: was it working before the fault ("n/a" in the table if not).
     worked: dict[str, bool] = dataclasses.field(default_factory=dict)
     recovered_paths: dict[str, bool] = dataclasses.field(default_factory=dict)
@@ -135,6 +151,15 @@ def measure(
     during = [h for t, h in rw_timeline if t0 < t <= t1]
     counts = [len(h) for h in ([before[-1]] if before else []) + during]
     result.max_rw_holders = max(counts, default=0)
+
+
+def dual_text(result: ScenarioResult, vip: str = "rw") -> str:
+    """'0 / 0': dual-holder samples at the address and the ARP level ('-' if not sampled)."""
+    h = result.holders
+    if h is None:
+        return "-"
+    arp = getattr(h, f"{vip}_arp_dual_samples") if h.arp_samples else "-"
+    return f"{getattr(h, f'{vip}_dual_samples')} / {arp}"
 
 
 def fails_text(result: ScenarioResult, target: str) -> str:
@@ -218,6 +243,7 @@ def summary_table(results: Sequence[ScenarioResult]) -> str:
         "app write gap",
         "app extra",
         "max RW holders",
+        "RW dual samples addr / ARP",
         "result",
     )
     rows: list[tuple[str, ...]] = [header]
@@ -238,6 +264,7 @@ def summary_table(results: Sequence[ScenarioResult]) -> str:
                 _gap_text(r, "app_rw"),
                 _extra_text(r),
                 str(r.max_rw_holders),
+                dual_text(r),
                 verdict,
             )
         )
@@ -256,6 +283,8 @@ def summary_table(results: Sequence[ScenarioResult]) -> str:
         "app: one connection that reconnects at once with a 1 s connect deadline, as an",
         "application holds one; app extra: its gap minus its twin's, which follows Patroni's",
         "leader directly (a lost SYN costs it the whole deadline, unlike the 100 ms samples);",
-        "n/a: that path did not work before the scenario (no pgvip, or no RO VIP configured).",
+        "n/a: that path did not work before the scenario (no pgvip, or no RO VIP configured);",
+        "dual samples: 20 ms samples with the RW VIP on two nodes (addr) or with two MACs",
+        "answering the client's ARP who-has for it (ARP, hosts outside the cluster included).",
     ]
     return "\n".join(lines + [""] + notes)

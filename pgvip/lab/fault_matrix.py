@@ -21,69 +21,25 @@ from pathlib import Path
 from typing import Any
 
 from pgvip.lab.demo_report import ScenarioResult
-from pgvip.lab.scenarios import RECOVER_TIMEOUT, RUNNERS, DemoError, Narrator
+from pgvip.lab.fault_steps import HOLD, leader_of, replica_of, ro_director, settle, start_fault
+from pgvip.lab.fault_strangers import ROWS as STRANGER_ROWS
+from pgvip.lab.scenarios import RUNNERS, DemoError, Narrator
 
-HOLD = 8.0  # seconds a fault is held before it is healed
 ETCD_OUTAGE = 25.0  # longer than Patroni's ttl (20 s in the lab)
 LOSS_TABLE = "pgvip_fault_loss"
-SETTLED = 5.0  # after the heal, the RW VIP must be on the leader alone within this
+ISOLATE_TABLE = "pgvip_fault_isolate"
+ISOLATED = 25.0  # longer than Patroni's ttl
 # A fault that puts a second RW holder there by hand: the sampler's count is the injection.
 INJECTS_A_HOLDER = frozenset({"vip-added-on-replica"})
-
-
-def _leader(lab: Any) -> str:
-    leader = lab.leader()
-    if leader is None:
-        raise DemoError("no leader: the fault needs a healthy cluster to start from")
-    return str(leader)
-
-
-def _replica(lab: Any, leader: str) -> str:
-    others = [n for n in lab.layout.node_names() if n != leader]
-    if not others:
-        raise DemoError("no replica")
-    return others[-1]
-
-
-def _holders(lab: Any, vip: Any) -> list[str]:
-    found = []
-    for node in lab.layout.node_names():
-        out = lab.run(node, ["ip", "-br", "-4", "addr", "show", "dev", "eth0"], timeout=5).stdout
-        if f" {vip}/" in f" {out}":
-            found.append(node)
-    return found
-
-
-def _ro_director(lab: Any) -> str | None:
-    found = _holders(lab, lab.layout.ro_vip)
-    return found[0] if len(found) == 1 else None
-
-
-def settle(lab: Any, tl: Narrator, *, timeout: float = SETTLED) -> None:
-    """The lab is ready, and the RW VIP is on Patroni's leader and nowhere else."""
-    lab.wait_ready(timeout=RECOVER_TIMEOUT, progress=lambda _m: None)
-    deadline = time.monotonic() + timeout
-    while True:
-        leader, holders = lab.leader(), _holders(lab, lab.layout.rw_vip)
-        if leader is not None and holders == [leader]:
-            tl.event(f"settled: RW VIP on leader {leader} only")
-            return
-        if time.monotonic() >= deadline:
-            raise DemoError(f"{timeout:.0f} s after the heal the RW VIP is on "
-                            f"{holders or 'nobody'}, Patroni's leader is {leader}")  # fmt: skip
-        time.sleep(0.1)
-
-
-def _start(result: ScenarioResult, tl: Narrator, detail: str, text: str) -> None:
-    result.detail = detail
-    result.t_event = time.monotonic()
-    tl.event(text)
+# A fault whose stranger (outside the cluster) answers ARP for the RW VIP beside the holder:
+# two MACs at the ARP level are the injection there.
+INJECTS_AN_ARP_HOLDER = frozenset({"vip-added-on-replica", "pgvip-rogue-other-peers"})
 
 
 def _pgvip_crash(pick: Callable[[Any], str], what: str) -> Callable[..., None]:
     def run(lab: Any, tl: Narrator, result: ScenarioResult) -> None:
         node = pick(lab)
-        _start(result, tl, node, f"kill -9 pgvip on {node} ({what}); then, as systemd would, "
+        start_fault(result, tl, node, f"kill -9 pgvip on {node} ({what}); then, as systemd would, "
                                  "`pgvip release` and a restart 1 s later")  # fmt: skip
         lab.kill(node, "pgvip")
         config = str(lab.pgvip_config_path(node))
@@ -96,9 +52,10 @@ def _pgvip_crash(pick: Callable[[Any], str], what: str) -> Callable[..., None]:
 
 
 def _patroni_sigstop(lab: Any, tl: Narrator, result: ScenarioResult) -> None:
-    leader = _leader(lab)
-    _start(result, tl, leader, f"SIGSTOP Patroni on leader {leader} for {HOLD:.0f} s (its REST "
-                               "API accepts connections but never answers)")  # fmt: skip
+    leader = leader_of(lab)
+    text = (f"SIGSTOP Patroni on leader {leader} for {HOLD:.0f} s (its REST API accepts "
+            "connections but never answers)")  # fmt: skip
+    start_fault(result, tl, leader, text)
     lab.signal(leader, "patroni", signal.SIGSTOP)
     try:
         time.sleep(HOLD)
@@ -109,19 +66,19 @@ def _patroni_sigstop(lab: Any, tl: Narrator, result: ScenarioResult) -> None:
 
 
 def _postgres_kill(lab: Any, tl: Narrator, result: ScenarioResult) -> None:
-    leader = _leader(lab)
-    _start(result, tl, leader, f"kill -9 the postmaster on leader {leader} (Patroni runs on)")
+    leader = leader_of(lab)
+    start_fault(result, tl, leader, f"kill -9 the postmaster on leader {leader} (Patroni runs on)")
     lab.kill(leader, "postgres")
     settle(lab, tl, timeout=30.0)
 
 
 def _etcd_outage(failsafe: bool) -> Callable[..., None]:
     def run(lab: Any, tl: Narrator, result: ScenarioResult) -> None:
-        leader = _leader(lab)
+        leader = leader_of(lab)
         if not failsafe:
             _patch_config(lab, leader, {"failsafe_mode": False})
         try:
-            _start(result, tl, f"failsafe {'on' if failsafe else 'off'}",
+            start_fault(result, tl, f"failsafe {'on' if failsafe else 'off'}",
                    f"stop etcd for {ETCD_OUTAGE:.0f} s (Patroni's ttl is 20 s), failsafe_mode "
                    f"{'on' if failsafe else 'off'}")  # fmt: skip
             lab.stop("etcd", "etcd")
@@ -131,7 +88,7 @@ def _etcd_outage(failsafe: bool) -> Callable[..., None]:
             settle(lab, tl, timeout=30.0)
         finally:
             if not failsafe:
-                _patch_config(lab, _leader(lab), {"failsafe_mode": True})
+                _patch_config(lab, leader_of(lab), {"failsafe_mode": True})
 
     return run
 
@@ -146,8 +103,8 @@ def _patch_config(lab: Any, node: str, change: dict[str, Any]) -> None:
 
 
 def _leader_link_down(lab: Any, tl: Narrator, result: ScenarioResult) -> None:
-    leader = _leader(lab)
-    _start(result, tl, leader, f"leader {leader} cut off the switch for {HOLD:.0f} s")
+    leader = leader_of(lab)
+    start_fault(result, tl, leader, f"leader {leader} cut off the switch for {HOLD:.0f} s")
     lab.partition(leader)
     try:
         time.sleep(HOLD)
@@ -159,10 +116,10 @@ def _leader_link_down(lab: Any, tl: Narrator, result: ScenarioResult) -> None:
 
 def _loss(lab: Any, tl: Narrator, result: ScenarioResult) -> None:
     """This kernel has no netem (no sch_netem: no delay); nftables drops 20 % at random."""
-    leader = _leader(lab)
+    leader = leader_of(lab)
     text = (f"20 % loss of VRRP packets in and out of leader {leader} for {HOLD:.0f} s "
             "(nftables numgen; no netem here: no delay)")  # fmt: skip
-    _start(result, tl, leader, text)
+    start_fault(result, tl, leader, text)
     rules = (f"table inet {LOSS_TABLE} {{\n"
              " chain in { type filter hook input priority -10; meta l4proto 112 numgen random"
              " mod 100 < 20 drop; }\n"
@@ -178,31 +135,77 @@ def _loss(lab: Any, tl: Narrator, result: ScenarioResult) -> None:
 
 
 def _vip_deleted(lab: Any, tl: Narrator, result: ScenarioResult) -> None:
-    leader = _leader(lab)
-    _start(result, tl, leader, f"delete the RW VIP by hand on holder {leader}")
+    leader = leader_of(lab)
+    start_fault(result, tl, leader, f"delete the RW VIP by hand on holder {leader}")
     lab.run(leader, ["ip", "addr", "del", f"{lab.layout.rw_vip}/{lab.layout.subnet.prefixlen}",
                      "dev", "eth0"], check=True, timeout=5)  # fmt: skip
     settle(lab, tl)
 
 
 def _vip_added(lab: Any, tl: Narrator, result: ScenarioResult) -> None:
-    leader = _leader(lab)
-    node = _replica(lab, leader)
-    _start(result, tl, node, f"add the RW VIP by hand on replica {node} (two holders, by hand)")
+    leader = leader_of(lab)
+    node = replica_of(lab, leader)
+    start_fault(
+        result, tl, node, f"add the RW VIP by hand on replica {node} (two holders, by hand)"
+    )
     lab.run(node, ["ip", "addr", "add", f"{lab.layout.rw_vip}/{lab.layout.subnet.prefixlen}",
                    "dev", "eth0"], check=True, timeout=5)  # fmt: skip
     settle(lab, tl)
 
 
+def _patroni_stop(lab: Any, tl: Narrator, result: ScenarioResult) -> None:
+    """What an operator does (systemctl stop patroni): SIGTERM; Patroni stops PostgreSQL and
+    gives up the leader key, so a replica takes over without waiting for the ttl."""
+    leader = leader_of(lab)
+    start_fault(result, tl, leader, f"stop Patroni cleanly (SIGTERM) on leader {leader}; "
+                                    f"start it again {HOLD:.0f} s later")  # fmt: skip
+    lab.stop(leader, "patroni", timeout=30)
+    try:
+        time.sleep(HOLD)
+    finally:
+        lab.start(leader, "patroni")
+    tl.event(f"Patroni started again on {leader}")
+    settle(lab, tl, timeout=60.0)
+
+
+def _isolated(from_peers: bool) -> Callable[..., None]:
+    """nftables drops in the leader's namespace: from its peers (VRRP included) but not etcd,
+    or from etcd but not its peers. Held past Patroni's ttl."""
+
+    def run(lab: Any, tl: Narrator, result: ScenarioResult) -> None:
+        leader = leader_of(lab)
+        layout = lab.layout
+        peers = [str(layout.node_ip(n)) for n in layout.node_names() if n != leader]
+        away = ", ".join(peers) if from_peers else str(layout.etcd_ip)
+        extra = " ip daddr 224.0.0.18 drop;" if from_peers else ""  # VRRP goes to the peers
+        hook = "type filter hook {} priority -10;"
+        rules = (f"table inet {ISOLATE_TABLE} {{\n"
+                 f" chain in {{ {hook.format('input')} ip saddr {{ {away} }} drop; }}\n"
+                 f" chain out {{ {hook.format('output')} ip daddr {{ {away} }} drop;{extra} }}\n"
+                 "}\n")  # fmt: skip
+        what = "its peers (VRRP too), not from etcd" if from_peers else "etcd, not its peers"
+        text = f"leader {leader} isolated from {what} for {ISOLATED:.0f} s (nftables, its netns)"
+        start_fault(result, tl, leader, text)
+        lab.run(leader, ["nft", "-f", "-"], input=rules, check=True, timeout=10)
+        try:
+            time.sleep(ISOLATED)
+        finally:
+            lab.run(leader, ["nft", "delete", "table", "inet", ISOLATE_TABLE], timeout=10)
+        tl.event(f"{leader} reachable again")
+        settle(lab, tl, timeout=60.0)
+
+    return run
+
+
 def _director(lab: Any) -> str:
-    found = _ro_director(lab)
+    found = ro_director(lab)
     if found is None:
         raise DemoError("no single RO director to kill")
     return found
 
 
 FAULTS: dict[str, Callable[..., None]] = {
-    "pgvip-kill-holder": _pgvip_crash(_leader, "the RW holder"),
+    "pgvip-kill-holder": _pgvip_crash(leader_of, "the RW holder"),
     "pgvip-kill-director": _pgvip_crash(_director, "the RO director"),
     "patroni-sigstop-leader": _patroni_sigstop,
     "postgres-kill-leader": _postgres_kill,
@@ -212,9 +215,14 @@ FAULTS: dict[str, Callable[..., None]] = {
     "vrrp-loss-leader": _loss,
     "vip-deleted-on-holder": _vip_deleted,
     "vip-added-on-replica": _vip_added,
+    "patroni-stop-leader": _patroni_stop,
+    "leader-isolated-from-peers": _isolated(True),
+    "leader-isolated-from-etcd": _isolated(False),
+    **STRANGER_ROWS,
 }
 ALL_RUNNERS = {**RUNNERS, **FAULTS}
-FAST = ("vip-deleted-on-holder", "vip-added-on-replica", "pgvip-kill-holder")
+FAST = ("vip-deleted-on-holder", "vip-added-on-replica", "pgvip-kill-holder",
+        "pgvip-rogue-other-vip", "keepalived-above-pgvip")  # fmt: skip
 
 
 def record(results: Sequence[ScenarioResult]) -> list[dict[str, Any]]:
@@ -228,6 +236,7 @@ def record(results: Sequence[ScenarioResult]) -> list[dict[str, Any]]:
                 doc[key] = {**value, "window": found.window}
         doc["ok"] = r.ok
         doc["injects_a_holder"] = r.name in INJECTS_A_HOLDER
+        doc["injects_an_arp_holder"] = r.name in INJECTS_AN_ARP_HOLDER
         out.append(doc)
     return out
 

@@ -4,6 +4,7 @@ the RW VIP answers, when the cluster is ready, and a status summary."""
 from __future__ import annotations
 
 import concurrent.futures
+import ipaddress
 import time
 import tomllib
 from collections.abc import Sequence
@@ -19,11 +20,28 @@ from pgvip.lab.layout import (
     PG_PORT,
     SUPERUSER,
     SUPERUSER_PASSWORD,
+    LabLayout,
 )
 from pgvip.lab.netns import NetnsError
 from pgvip.lab.processes import ProcessId
 from pgvip.lab.readiness import Readiness, assess_cluster
 from pgvip.lab.state import process_key
+
+VIP_INTERFACES = ("eth0", "lo")
+
+
+def vip_holders(layout: LabLayout, vip: ipaddress.IPv4Address | str) -> list[str]:
+    """The lab's nodes that have `vip` on eth0 or lo right now (one `ip addr` per node; a
+    missing namespace holds nothing). The one "who holds the VIP" of the lab, the fault
+    matrix and the benchmarks; the 20 ms samplers are pgvip.lab.sampler and arp_sampler."""
+    address = ipaddress.IPv4Address(str(vip))
+    held = []
+    for node in layout.node_names():
+        ns = layout.namespace(node)
+        found = {a.ip for ifname in VIP_INTERFACES for a in netns.ipv4_addresses(ns, ifname)}
+        if address in found:
+            held.append(node)
+    return held
 
 
 class Observe(Faults):
@@ -88,6 +106,10 @@ class Observe(Faults):
             # /patroni answers 503 while PostgreSQL is not running, with the same document.
             views[node] = doc if isinstance(doc, dict) else f"HTTP {answer.status}"
         return views
+
+    def vip_holders(self, vip: ipaddress.IPv4Address | str) -> list[str]:
+        """Nodes that have `vip` now (see the module's `vip_holders`)."""
+        return vip_holders(self.layout, vip)
 
     def leader(self) -> str | None:
         """The name of the running leader, or None (also when no Patroni answers)."""
@@ -294,15 +316,10 @@ class Observe(Faults):
             result["members"] = self.members()
         except LabError as exc:
             result["members_error"] = str(exc)
-        for node in layout.node_names():
-            ns = layout.namespace(node)
-            if ns not in existing:
-                continue
-            held = {a.ip for ifname in ("eth0", "lo") for a in netns.ipv4_addresses(ns, ifname)}
-            if layout.rw_vip in held:
-                result["vip_holders"]["rw"].append(node)
-            if layout.ro_vip in held:
-                result["vip_holders"]["ro"].append(node)
+        result["vip_holders"] = {
+            "rw": vip_holders(layout, layout.rw_vip),
+            "ro": vip_holders(layout, layout.ro_vip),
+        }
         for host in self._hosts():
             if netns.port_is_up(layout.switch_ns, layout.switch_port(host)) is False:
                 result["partitioned"].append(host)

@@ -108,6 +108,7 @@ class VipSampler:
         self._max_holders: dict[IPAddress, int] = dict.fromkeys(self.vips, 0)
         self._doubles: list[DoubleHolder] = []
         self._open_double: dict[IPAddress, int] = {}  # ip -> index into _doubles
+        self._double_at: dict[IPAddress, list[float]] = {v: [] for v in self.vips}
 
     # -- public API --------------------------------------------------------
 
@@ -188,6 +189,12 @@ class VipSampler:
         """The most nodes seen holding `ip` at once (confirmed) since sampling began."""
         with self._lock:
             return self._max_holders[ipaddress.ip_address(ip)]
+
+    def double_samples(self, ip: IPAddress | str, since: float, until: float) -> int:
+        """How many sweeps that began in [since, until) saw `ip` on two nodes (confirmed)."""
+        with self._lock:
+            times = self._double_at[ipaddress.ip_address(ip)]
+            return sum(1 for t in times if since <= t < until)
 
     def double_holder_events(self) -> list[DoubleHolder]:
         with self._lock:
@@ -362,6 +369,7 @@ class VipSampler:
             self._max_holders[vip] = max(self._max_holders[vip], len(nodes))
             open_index = self._open_double.get(vip)
             if len(nodes) > 1:
+                self._double_at[vip].append(sample.t)
                 if open_index is None:
                     self._open_double[vip] = len(self._doubles)
                     self._doubles.append(DoubleHolder(vip, sample.t, None, nodes))

@@ -163,10 +163,14 @@ class PatroniClient:
             raise PatroniClientError("PatroniClient used outside 'async with'")
         return self._session
 
-    async def _get(self, url: URL, params: dict[str, str]) -> tuple[int, bytes]:
-        """GET, reading the whole body so the connection goes back to the keep-alive pool."""
+    async def _get(
+        self, url: URL, params: dict[str, str], timeout: float | None = None
+    ) -> tuple[int, bytes]:
+        """GET, reading the whole body so the connection goes back to the keep-alive pool;
+        `timeout` overrides the client's for this request."""
         session = self._require_session()
-        async with session.get(url, params=params, allow_redirects=False) as resp:
+        kw: dict[str, Any] = {} if timeout is None else {"timeout": aiohttp.ClientTimeout(timeout)}
+        async with session.get(url, params=params, allow_redirects=False, **kw) as resp:
             body = bytearray()
             async for chunk in resp.content.iter_chunked(64 * 1024):
                 body += chunk
@@ -196,10 +200,10 @@ class PatroniClient:
             failsafe_active=self._failsafe_active,
         )
 
-    async def _json(self, path: str) -> Any:
+    async def _json(self, path: str, timeout: float | None = None) -> Any:
         url = self.url.with_path(self.url.path.rstrip("/") + path)
         try:
-            status, body = await self._get(url, {})
+            status, body = await self._get(url, {}, timeout)
         except PatroniResponseError as exc:
             raise PatroniResponseError(f"{path}: {exc}") from exc
         except _REQUEST_ERRORS as exc:
@@ -251,9 +255,10 @@ class PatroniClient:
         self.last_status = status
         return status
 
-    async def cluster(self) -> dict[str, Any]:
-        """`GET /cluster` as raw JSON (parsed by `pgvip.patroni.cluster`)."""
-        obj = await self._json("/cluster")
+    async def cluster(self, timeout: float | None = None) -> dict[str, Any]:
+        """`GET /cluster` as raw JSON (parsed by `pgvip.patroni.cluster`); `timeout` overrides
+        the client's (`/cluster` reads the DCS, and blocks for its retries when it is down)."""
+        obj = await self._json("/cluster", timeout)
         if not isinstance(obj, dict):
             raise PatroniResponseError(
                 f"/cluster: expected a JSON object, got {type(obj).__name__}"

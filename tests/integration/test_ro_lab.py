@@ -15,6 +15,7 @@ import pytest
 from pgvip.lab import processes
 from pgvip.lab.cluster import Lab
 from pgvip.lab.layout import PG_PORT, SUPERUSER, SUPERUSER_PASSWORD
+from pgvip.lab.observe import vip_holders
 
 pytestmark = pytest.mark.integration
 
@@ -63,10 +64,7 @@ def replicas(lab: Lab) -> list[str]:
 
 
 def director(lab: Lab) -> str | None:
-    holders = [
-        n for n in lab.layout.node_names()
-        if str(lab.layout.ro_vip) in lab.run(n, ["ip", "-br", "addr", "show", "eth0"]).stdout
-    ]  # fmt: skip
+    holders = vip_holders(lab.layout, lab.layout.ro_vip)
     assert len(holders) <= 1, f"RO VIP on {holders}"
     return holders[0] if holders else None
 

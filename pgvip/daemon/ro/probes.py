@@ -29,6 +29,9 @@ __all__ = [
 ]
 
 SQL_DBNAME = "postgres"
+# How long one /cluster request may stay open: longer than Patroni's DCS retries (its
+# retry_timeout, 10 s by default), after which Patroni answers (or fails) on its own.
+CLUSTER_PATIENCE = 60.0
 
 SqlProbe = Callable[[str, str, int, float], Awaitable[ProbeResult]]
 """(member, host, port, timeout) -> a ProbeResult of kind "sql"; the caller also bounds it."""
@@ -98,20 +101,51 @@ def _first_line(exc: BaseException) -> str:
 
 class ClusterReader:
     """Reads `/cluster` from the local Patroni; a bad answer keeps the last good view, and
-    each change of problem is logged once (with how many polls repeated the previous one)."""
+    each change of problem is logged once (with how many polls repeated the previous one).
 
-    def __init__(self, client: PatroniClient, *, log: Any) -> None:
+    One request at a time: Patroni answers `/cluster` from its DCS, and without the DCS each
+    request blocks one of its few REST workers (`restapi.thread_pool_size`, 5) for the DCS
+    retry. Abandoned at our timeout and asked again every poll, they filled the pool, and
+    then the leader's `POST /failsafe` to this node timed out, so failsafe_mode could not
+    keep the leader through an etcd outage. So a request that is not answered within the
+    client's timeout is kept open (up to `patience` seconds) and awaited again by the next
+    polls instead of being asked anew; meanwhile the last good view is used."""
+
+    def __init__(
+        self, client: PatroniClient, *, log: Any, patience: float = CLUSTER_PATIENCE
+    ) -> None:
         self._client = client
         self._log = log
         self._throttle = ErrorLogThrottle()
         self.view: ClusterView | None = None  # the last good answer (None: none this term)
         self.error: str | None = None  # None while /cluster answers well
         self.errors = 0
+        self.patience = patience
+        self._pending: asyncio.Future[dict[str, Any]] | None = None
+        self.still_open = 0  # polls that found the previous request unanswered, not re-asked
+
+    async def _answer(self) -> dict[str, Any]:
+        """The answer to the one open request (asked now if none is open), awaited for at
+        most the client's timeout; the request itself stays open for `patience`."""
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._client.cluster(timeout=self.patience))
+            # Retrieved here if nobody reads it (shutdown): no "never retrieved" warning.
+            self._pending.add_done_callback(lambda f: f.cancelled() or f.exception())
+        elif not self._pending.done():
+            self.still_open += 1
+        pending = self._pending
+        done, _ = await asyncio.wait({pending}, timeout=self._client.timeout)
+        if not done:
+            wait = self._client.timeout
+            raise PatroniUnavailable(f"/cluster unanswered after {wait:g} s (still open, "
+                                     "not asked again until it is)", "timeout")  # fmt: skip
+        self._pending = None
+        return pending.result()
 
     async def read(self) -> ClusterView | None:
         """The fresh view, or the last good one (logged once per change of problem)."""
         try:
-            view = parse_cluster(await self._client.cluster())
+            view = parse_cluster(await self._answer())
         except PatroniUnavailable as exc:
             return self._failed(exc.cause, f"no /cluster answer: {exc.reason}")
         except PatroniError as exc:

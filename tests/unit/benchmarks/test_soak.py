@@ -17,8 +17,10 @@ def test_the_schedule_has_every_event_once_in_a_seeded_order() -> None:
 
 
 def result(name: str, gap: float | None, holders: int = 1, ok: bool = True,
-           reads: int = 0) -> dict[str, Any]:  # fmt: skip
-    return {"name": name, "ok": ok, "max_rw_holders": holders, "rw_gap": gap,
+           reads: int = 0, arp_dual: int = 0) -> dict[str, Any]:  # fmt: skip
+    counts = {"rw_dual_samples": holders - 1, "ro_dual_samples": 0, "arp_samples": 100,
+              "rw_arp_dual_samples": arp_dual, "ro_arp_dual_samples": 0}  # fmt: skip
+    return {"name": name, "ok": ok, "max_rw_holders": holders, "rw_gap": gap, "holders": counts,
             "app_rw_gap": gap, "app_leader_gap": 0.1 if gap else None,
             "worked": {"rw": True, "app_rw": True, "app_leader": True},
             "ro_failures": {"count": reads} if reads else None}  # fmt: skip
@@ -31,3 +33,11 @@ def test_the_summary_counts_two_holder_and_failed_events() -> None:
     assert s["switchover"]["write_gap_p50"] == 2.5 and s["switchover"]["write_gap_max"] == 3.0
     assert s["switchover"]["app_extra_max"] == 2.9 and s["switchover"]["failed_reads_total"] == 4
     assert s["kill-leader"]["not_ok"] == 1
+
+
+def test_the_summary_adds_dual_holder_samples_at_both_levels() -> None:
+    s = summarize([result("switchover", 2.0, holders=2, arp_dual=3), result("switchover", 1.0,
+                   arp_dual=1), {**result("kill-leader", 1.0), "holders": None}])  # fmt: skip
+    assert s["switchover"]["rw_dual_samples_addr"] == 1
+    assert s["switchover"]["rw_dual_samples_arp"] == 4 and s["switchover"]["arp_samples"] == 200
+    assert s["kill-leader"]["rw_dual_samples_arp"] == 0 and s["kill-leader"]["arp_samples"] == 0

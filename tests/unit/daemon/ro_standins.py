@@ -130,6 +130,10 @@ class LocalPatroni:
     state: str = "running"
     patroni_raw: bytes | None = None
     patroni_status: int = 200
+    cluster_delay: float = 0.0  # a DCS that does not answer: /cluster hangs this long
+    cluster_requests: int = 0
+    cluster_open: int = 0  # /cluster requests being served right now
+    cluster_open_max: int = 0
     server: TestServer | None = None
 
     @property
@@ -138,6 +142,14 @@ class LocalPatroni:
         return f"http://127.0.0.1:{self.server.port}"
 
     async def cluster(self, request: web.Request) -> web.Response:
+        self.cluster_requests += 1
+        self.cluster_open += 1
+        self.cluster_open_max = max(self.cluster_open_max, self.cluster_open)
+        try:
+            if self.cluster_delay:
+                await asyncio.sleep(self.cluster_delay)
+        finally:
+            self.cluster_open -= 1
         if self.raw is not None:
             return web.Response(body=self.raw, content_type="application/json")
         body = {"members": self.members, "scope": "demo"}

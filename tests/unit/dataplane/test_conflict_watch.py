@@ -1,15 +1,19 @@
 """The pure parts of the VIP conflict watch: ARP and NA parsing, the probe frame, and the
-detector's decisions (whose claim is a conflict, and how often it is reported)."""
+detector's decisions (whose claim is a conflict, and how often it is reported); and, with
+the sockets stubbed, the re-announcement once a conflict is over."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
+import time
 from ipaddress import IPv4Address, IPv6Address
 
 from pgvip.dataplane.announce import build_garp_frame, build_unsolicited_na
 from pgvip.dataplane.conflict_watch import (
     Claim,
     ConflictDetector,
+    ConflictWatch,
     build_arp_probe,
     mac_text,
     parse_arp,
@@ -78,3 +82,84 @@ def test_only_another_macs_claim_of_a_held_vip_is_a_conflict() -> None:
 
 def test_mac_text() -> None:
     assert mac_text(THEIRS) == "02:00:00:00:00:02"
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, event: str, **_kw: object) -> None:
+        self.lines.append(event)
+
+    warning = info
+
+
+class _Sock:
+    """What `_readable` reads: the queued packets, then EAGAIN."""
+
+    def __init__(self, packets: list[bytes]) -> None:
+        self.packets = packets
+
+    def recv(self, _size: int) -> bytes:
+        if not self.packets:
+            raise BlockingIOError
+        return self.packets.pop(0)
+
+
+class _Watch(ConflictWatch):
+    """No sockets: a probe is answered by the stranger while `present`, as a host that has
+    the address answers an RFC 5227 probe."""
+
+    present = True
+    probes = 0
+
+    def _open(self) -> None:
+        self.detector.own_macs = {OURS}
+        self._sockets = [object()]  # type: ignore[list-item]
+
+    def _probe(self, ip: IPv4Address) -> None:
+        self.probes += 1
+        if self.present:
+            self._readable(_Sock([arp(2, THEIRS, str(ip))]), parse_arp)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self._sockets = []
+
+
+async def test_a_conflict_that_ends_re_announces_the_vip() -> None:
+    seen: list[object] = []
+    announced: list[float] = []
+    watch = _Watch("eth0", seen.append, log=_Log(), clock=time.monotonic, recheck=0.02)
+    watch.claimed(VIP, on_cleared=lambda: announced.append(time.monotonic()))
+    assert watch.probes == 1 and len(seen) == 1  # the claim's own probe found the stranger
+    await asyncio.sleep(0.2)
+    assert announced == [] and watch.probes >= 3  # it still answers: no announcement
+    watch.present = False
+    gone = time.monotonic()
+    await asyncio.sleep(0.2)
+    assert len(announced) == 1 and announced[0] - gone < 0.1
+    probes = watch.probes
+    await asyncio.sleep(0.1)
+    assert watch.probes == probes  # done: no probing without a conflict
+    # A stranger that comes and goes: each episode ends with a burst, three a minute at most.
+    for expected in (2, 3, 3):
+        watch.present = True
+        watch._readable(_Sock([arp(1, THEIRS, str(VIP), str(VIP))]), parse_arp)  # type: ignore[arg-type]
+        watch.present = False
+        await asyncio.sleep(0.15)
+        assert len(announced) == expected
+    assert watch.probes > probes
+    watch.released(VIP)
+    await asyncio.sleep(0.05)
+    assert not watch._rechecks
+
+
+async def test_no_recheck_without_an_announcer_or_for_ipv6() -> None:
+    seen: list[object] = []
+    watch = _Watch("eth0", seen.append, log=_Log(), clock=time.monotonic, recheck=0.02)
+    watch.claimed(VIP)  # no on_cleared: report only
+    watch.claimed(VIP6, on_cleared=lambda: None)  # no ARP probe for IPv6 (no NS/DAD here)
+    watch._readable(_Sock([build_unsolicited_na(THEIRS, VIP6)]), parse_na)  # type: ignore[arg-type]
+    assert len(seen) == 2 and not watch._rechecks
+    watch.released(VIP)
+    watch.released(VIP6)

@@ -3,6 +3,7 @@ measurement, the table; and run_demo's scenario check."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -264,3 +265,17 @@ def test_an_app_client_that_does_not_recover_even_direct_does_not_fail_the_scena
     assert result.ok
     result.recovered_paths["app_leader"] = True  # direct recovered, through the VIP not
     assert not result.ok
+
+
+def test_dual_samples_show_both_levels_in_the_table() -> None:
+    result = ScenarioResult("switchover", t_event=1.0, t_end=2.0, recovered=True)
+    assert demo_report.dual_text(result) == "-"
+    result.holders = demo_report.HolderCounts(
+        rw_dual_samples=1, ro_dual_samples=0, arp_samples=50, rw_arp_dual_samples=3,
+        ro_arp_dual_samples=0, max_rw_arp_holders=2, rw_arp_unanswered=0,
+    )  # fmt: skip
+    assert demo_report.dual_text(result) == "1 / 3"
+    assert "1 / 3" in demo_report.summary_table([result]).splitlines()[2]
+    unsampled = dataclasses.replace(result.holders, arp_samples=0, rw_arp_dual_samples=0)
+    result.holders = unsampled
+    assert demo_report.dual_text(result) == "1 / -"

@@ -171,6 +171,48 @@ async def test_leader_watch_follows_cluster_answers() -> None:
         await runner.cleanup()
 
 
+async def test_leader_watch_keeps_one_cluster_request_open_while_patroni_hangs() -> None:
+    from aiohttp import web
+
+    seen = {"asked": 0, "open": 0, "most": 0}
+    hang = asyncio.Event()
+
+    async def cluster(_request: web.Request) -> web.Response:
+        seen["asked"] += 1
+        seen["open"] += 1
+        seen["most"] = max(seen["most"], seen["open"])
+        try:
+            await hang.wait()  # a Patroni whose DCS is down
+        finally:
+            seen["open"] -= 1
+        return web.json_response({"members": [{"name": "p2", "role": "leader", "host": "h"}]})
+
+    app = web.Application()
+    app.router.add_get("/cluster", cluster)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        watch = attempts.LeaderWatch([f"http://127.0.0.1:{port}"], 0.05, 0.1)
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            for _ in range(4):
+                await watch.poll(session)
+                assert watch.leader is None and "still open" in (watch.error or "")
+            assert seen == {"asked": 1, "open": 1, "most": 1}
+            hang.set()
+            await asyncio.sleep(0.1)
+            await watch.poll(session)  # the late answer of the one request
+            assert watch.leader == ("p2", "h") and seen["asked"] == 1
+            await watch.poll(session)
+            assert seen["asked"] == 2
+    finally:
+        await runner.cleanup()
+
+
 async def test_stop_ends_the_loop_and_flushes_every_started_sample(black_hole: int) -> None:
     cfg = ProbeConfig(
         rw="127.0.0.1", ro=None, patroni_urls=(), interval=0.05, timeout=0.2, port=black_hole
