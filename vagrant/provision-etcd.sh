@@ -17,7 +17,10 @@ client_url=$(. "$env_file" && echo "$ETCD_ADVERTISE_CLIENT_URLS")
 install -d -o etcd -g etcd -m 700 "$data_dir"
 install -m 644 "$env_file" /etc/default/etcd
 systemctl enable etcd >/dev/null
-systemctl restart etcd
+if ! systemctl restart etcd; then
+    journalctl -u etcd -n 30 --no-pager >&2 || true
+    exit 1
+fi
 
 for _ in $(seq 1 30); do
     if curl -fsS "$client_url/health" >/dev/null 2>&1; then

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# A database VM: PostgreSQL 15 managed by Patroni (from the venv), and pgvip, both as
-# systemd services, with the configs pgvip.lab.render wrote for this node.
+# A database VM: PostgreSQL 15 managed by Patroni (from a venv: Debian 12 ships Patroni 3.0),
+# and pgvip from its Debian package (provision-common.sh installed it), both as systemd
+# services, with the configs pgvip.lab.render wrote for this node.
 #
 #   provision-node.sh NODE        (p1, p2 or p3)
 set -euo pipefail
 
 node=${1:?usage: provision-node.sh NODE}
-repo=/pgvip
-venv=/opt/pgvip/venv
+venv=/opt/patroni/venv
 render_dir=/var/lib/pgvip-vagrant/render
 patroni_yml=$render_dir/$node/patroni.yml
 pgvip_toml=$render_dir/$node/pgvip.toml
@@ -31,6 +31,15 @@ fi
 systemctl disable --now postgresql >/dev/null 2>&1 || true
 install -d -o postgres -g postgres -m 700 /var/lib/postgresql/15
 install -d -o postgres -g postgres -m 2775 /var/run/postgresql
+
+# Patroni (with its etcd v3 client) and psycopg, from PyPI, in a venv of /usr/bin/python3 so
+# that the postgres user can run it. The version range is pyproject.toml's `lab` extra.
+if [[ ! -x $venv/bin/python ]]; then
+    mkdir -p "$(dirname "$venv")"
+    /usr/bin/python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install -q --upgrade pip
+"$venv/bin/pip" install -q "patroni[etcd3]>=4.1,<4.2" "psycopg[binary]>=3.1"
 
 # Patroni: its config holds passwords, so only postgres reads it.
 install -d -m 755 /etc/patroni
@@ -56,23 +65,17 @@ Restart=on-failure
 WantedBy=multi-user.target
 UNIT
 
-# pgvip: the shipped unit, with the release step pointed at this VM's VRRP interface.
-if ! id pgvip >/dev/null 2>&1; then
-    useradd --system --no-create-home --shell /usr/sbin/nologin pgvip
-fi
-iface=$(/usr/bin/python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["vrrp"]["interface"])' "$pgvip_toml")
-install -d -m 755 /etc/pgvip
+# pgvip: the package's unit (/lib/systemd/system/pgvip.service, user pgvip, only CAP_NET_ADMIN
+# + CAP_NET_RAW) and sysctl snippet, with this node's config. The unit's ExecStopPost reads
+# vrrp.interface from /etc/pgvip/pgvip.toml.
 install -o root -g pgvip -m 640 "$pgvip_toml" /etc/pgvip/pgvip.toml
-ln -sf "$venv/bin/pgvip" /usr/local/bin/pgvip
-# The unit's ExecStopPost reads vrrp.interface ($iface here) from /etc/pgvip/pgvip.toml.
-install -m 644 "$repo/deploy/pgvip.service" /etc/systemd/system/pgvip.service
-install -m 644 "$repo/deploy/sysctl-pgvip.conf" /etc/sysctl.d/90-pgvip.conf
-sysctl -q -p /etc/sysctl.d/90-pgvip.conf
+sysctl -q -p /usr/lib/sysctl.d/90-pgvip.conf
 
-if ! /usr/local/bin/pgvip check-config --config /etc/pgvip/pgvip.toml; then
+if ! /usr/bin/pgvip check-config --config /etc/pgvip/pgvip.toml; then
     echo "provision: pgvip rejects /etc/pgvip/pgvip.toml (see above)" >&2
     exit 2
 fi
+iface=$(/usr/bin/python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["vrrp"]["interface"])' "$pgvip_toml")
 
 systemctl daemon-reload
 systemctl enable patroni pgvip >/dev/null

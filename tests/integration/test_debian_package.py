@@ -144,6 +144,16 @@ def test_the_package_installs_the_unit_user_config_and_sysctl(installed: Path) -
     bundled = (root / "usr/share/doc/pgvip/bundled-python-packages.txt").read_text().split()
     names = {line.split("==")[0].lower().replace("_", "-") for line in bundled}
     assert {"aiohttp", "pyroute2", "structlog", "prometheus-client", "psycopg"} <= names
+    # Exactly the locked versions (debian/requirements.lock, installed with --require-hashes);
+    # setuptools is locked only to build pgvip and removed from the venv afterwards.
+    locked = {
+        line.split()[0].lower().replace("_", "-")
+        for line in (REPO / "debian/requirements.lock").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    assert {line.lower().replace("_", "-") for line in bundled} == locked - {
+        next(pin for pin in locked if pin.startswith("setuptools=="))
+    }
     copyright_text = (root / "usr/share/doc/pgvip/copyright").read_text().lower()
     assert sorted(n for n in names if n not in copyright_text) == []
     # What the unit and the defaults run besides pgvip: ExecReload's kill, reset_stale's nft.

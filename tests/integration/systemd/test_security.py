@@ -105,3 +105,42 @@ def test_a_notify_command_runs_inside_the_sandbox(pgvip: Pgvip) -> None:
     wait_for(lambda: "rw MASTER" in pgvip.m.sh(f"cat {log}", check=False), 10, "the notify call")
     # UMask=0077: what the service creates is private to pgvip.
     assert pgvip.m.sh(f"stat -c '%U %a' {log}").split() == ["pgvip", "600"]
+
+
+# pgvip's own IPVS probe (the `auto` dataplane choice): a generic-netlink CTRL_GETFAMILY for
+# "IPVS", over an AF_NETLINK/NETLINK_GENERIC socket, the socket and syscalls the IPVS
+# dataplane then uses for its commands.
+GENL_PROBE = """\
+from pgvip.dataplane.balancer.choice import ipvs_available
+found, why = ipvs_available()
+print(f"genl-probe: found={found} {why}", flush=True)
+"""
+
+
+def _genl_probe(pgvip: Pgvip, extra: str = "") -> str:
+    """Run GENL_PROBE as pgvip.service itself: the shipped unit's user, capabilities and
+    sandbox, with only ExecStart (and what a one-shot needs) replaced by a drop-in."""
+    python = pgvip.m.sh("readlink -f /usr/bin/pgvip").strip().rsplit("/", 1)[0] + "/python"
+    pgvip.m.write("/usr/local/lib/pgvip-test/genl_probe.py", GENL_PROBE)
+    pgvip.dropin("genl-probe", "[Service]\nType=oneshot\nExecStart=\n"
+                 f"ExecStart={python} /usr/local/lib/pgvip-test/genl_probe.py\n"
+                 f"ExecStopPost=\nRestart=no\nWatchdogSec=0\n{extra}")  # fmt: skip
+    pgvip.start()
+    lines = [m for m in pgvip.messages() if m.startswith("genl-probe:")]
+    assert len(lines) == 1, pgvip.messages()
+    return lines[0]
+
+
+def test_the_sandbox_lets_pgvip_ask_generic_netlink_for_ipvs(pgvip: Pgvip) -> None:
+    """RestrictAddressFamilies= allows AF_NETLINK whatever its protocol, and
+    SystemCallFilter= keeps socket/bind/sendto/recvfrom: the kernel's generic-netlink
+    controller answers. This kernel has no IPVS, so the answer is "not found" (ENOENT), which
+    is the controller's reply, not a refusal by the sandbox (EAFNOSUPPORT or EPERM)."""
+    assert _genl_probe(pgvip) == "genl-probe: found=False genetlink family IPVS not found"
+
+
+def test_without_af_netlink_the_same_probe_is_refused(pgvip: Pgvip) -> None:
+    # The control for the test above: the probe does tell a refusal from "no IPVS".
+    line = _genl_probe(pgvip, "RestrictAddressFamilies=\nRestrictAddressFamilies=AF_INET AF_UNIX\n")
+    assert line.startswith("genl-probe: found=False cannot ask generic netlink for IPVS:"), line
+    assert "Address family not supported" in line, line

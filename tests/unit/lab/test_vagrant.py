@@ -142,3 +142,48 @@ def test_render_interface_option(tmp_path: Path) -> None:
     doc = tomllib.loads((tmp_path / "p3" / "pgvip.toml").read_text())
     assert doc["vrrp"]["interface"] == "enp0s8"
     assert render.main(["--vagrant", str(tmp_path), "--interface", "a/b"]) == 2
+
+
+def _apt_packages(text: str) -> set[str]:
+    """The packages a provisioning script installs with apt-get install or apt_install."""
+    packages: set[str] = set()
+    for line in text.replace("\\\n", " ").splitlines():
+        words = line.split()
+        if "()" in line or not (words[:1] == ["apt_install"] or "install" in words[1:]):
+            continue
+        if words[0] not in ("apt_install", "apt-get"):
+            continue
+        start = words.index("install") + 1 if "install" in words else 1
+        packages |= {w for w in words[start:] if re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", w)}
+    return packages
+
+
+def _pip_requirements(text: str) -> set[str]:
+    """The quoted requirements of a script's `"$venv/bin/pip" install -q ...` lines."""
+    found: set[str] = set()
+    for line in text.splitlines():
+        if 'pip" install' in line:
+            found |= set(re.findall(r'"([a-z][^"$]*)"', line))
+    return found
+
+
+def test_the_container_run_offers_everything_the_scripts_install() -> None:
+    """scripts/vagrant-provision-test gives the containers no Internet: its base root must
+    carry every package the scripts apt-get install and every requirement they pip install
+    (else the run fails there, not here). Patroni's range is pyproject's `lab` extra."""
+    from importlib.machinery import SourceFileLoader
+    from importlib.util import module_from_spec, spec_from_loader
+
+    loader = SourceFileLoader("vagrant_harness", str(REPO / "scripts/vagrant-provision-test"))
+    spec = spec_from_loader(loader.name, loader)
+    assert spec is not None
+    harness = module_from_spec(spec)
+    loader.exec_module(harness)
+    texts = [script.read_text() for script in VAGRANT.glob("provision-*.sh")]
+    apt = set().union(*map(_apt_packages, texts))
+    pip = set().union(*map(_pip_requirements, texts))
+    assert {"etcd-server", "postgresql-15", "python3-yaml", "build-essential"} <= apt, apt
+    assert apt <= set(harness.APT_PACKAGES), apt - set(harness.APT_PACKAGES)
+    assert pip and pip <= set(harness.PIP_WANTS), pip
+    lab = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert next(p for p in pip if p.startswith("patroni")) in lab["lab"]
