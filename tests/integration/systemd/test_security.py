@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,7 @@ from tests.integration.systemd.conftest import (
     STATE,
     SUMMARY,
     UNIT,
+    VIP,
     Pgvip,
     render_config,
     wait_for,
@@ -144,3 +147,39 @@ def test_without_af_netlink_the_same_probe_is_refused(pgvip: Pgvip) -> None:
     line = _genl_probe(pgvip, "RestrictAddressFamilies=\nRestrictAddressFamilies=AF_INET AF_UNIX\n")
     assert line.startswith("genl-probe: found=False cannot ask generic netlink for IPVS:"), line
     assert "Address family not supported" in line, line
+
+
+def test_the_l3_modes_bird_runs_inside_the_sandbox_and_dies_with_pgvip(pgvip: Pgvip) -> None:
+    """bgp mode (docs/l3-mode.md): pgvip starts BIRD as its child under the unit's sandbox,
+    as the unit's user, and the kernel kills BIRD when pgvip is killed. No router answers
+    here: only the speaker's life inside the unit is checked (the routes are checked in
+    tests/integration/test_bgp_lab.py)."""
+    root = pgvip.m.root
+    # Debian's bird2 binary from this (Debian 12) host, and the one library of it that the
+    # container's minimal root lacks.
+    lib = Path("/usr/lib/x86_64-linux-gnu/libssh-gcrypt.so.4").resolve()
+    shutil.copy2("/usr/sbin/bird", root / "usr/sbin/bird")
+    shutil.copy2(lib, root / "usr/lib/x86_64-linux-gnu/libssh-gcrypt.so.4")
+    config = render_config().replace(f'vip = "{VIP}/24"', 'vip = "198.51.100.50"\nannounce = "bgp"')
+    config += '\n[bgp]\nlocal_as = 65101\npeer_as = 65000\npeers = ["192.0.2.1"]\n'
+    pgvip.m.write("/etc/pgvip/pgvip.toml", config + f'source = "{SOURCE}"\n')
+    pgvip.start()  # returns once READY=1
+    wait_for(lambda: "198.51.100.50/32" in pgvip.m.host_net("ip", "-o", "addr", "show", "lo"),
+             10, "the RW VIP on lo")  # fmt: skip
+    main = pgvip.main_pid()
+
+    def bird_child() -> int | None:
+        kids = pgvip.m.sh(f"cat /proc/{main}/task/{main}/children", check=False).split()
+        for kid in kids:
+            if pgvip.m.sh(f"cat /proc/{kid}/comm", check=False).strip() == "bird":
+                return int(kid)
+        return None
+
+    bird = wait_for(bird_child, 10, "BIRD as pgvip's child")
+    uid = pgvip.m.sh(f"grep ^Uid: /proc/{bird}/status").split()[1]
+    assert uid == pgvip.m.sh("id -u pgvip").strip()
+    messages = "\n".join(pgvip.messages())
+    assert "BGP speaker started" in messages and "rejects" not in messages, messages
+    pgvip.m.sh(f"kill -9 {main}")
+    probe = f"test -e /proc/{bird} && echo alive || echo gone"
+    wait_for(lambda: pgvip.m.sh(probe, check=False).strip() == "gone", 5, "BIRD gone with pgvip")
