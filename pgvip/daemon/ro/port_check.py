@@ -50,6 +50,9 @@ LOCAL_INTERVAL = 0.02
 # leaves at once: new connections to it would only wait out their connect timeouts.
 WATCH_TIMEOUT = 0.3
 UNANSWERED_LIMIT = 2
+# A timed-out connect counts as unanswered only if the check did not take this many times
+# its deadline (more means this process was starved, not that the host is gone).
+LATE_FACTOR = 2.0
 
 
 def _where(host: str, port: int) -> str:
@@ -61,10 +64,18 @@ async def check_port(
 ) -> ProbeResult:
     """Connect to host:port and close; ok when it connects, definitive when refused."""
     where = _where(host, port)
+    started = clock()
     try:
         async with asyncio.timeout(timeout):
             _reader, writer = await asyncio.open_connection(host, port)
     except TimeoutError:
+        waited = clock() - started
+        if waited > LATE_FACTOR * timeout:
+            # The event loop woke us long after the deadline: a starved process (a loaded
+            # host, a slow VM), whose answer may sit unread behind the timer. Not "no answer".
+            reason = (f"port: {where} connect not confirmed: the check ran {waited:.2f} s "
+                      f"for a {timeout:g} s deadline (this process was starved)")  # fmt: skip
+            return _result(member, False, reason, clock)
         reason = f"port: {where} connect timeout after {timeout:g} s"
         return _result(member, False, reason, clock, timed_out=True)
     except ConnectionRefusedError:

@@ -328,3 +328,22 @@ async def test_a_backend_whose_connects_go_unanswered_twice_in_a_row_is_taken_ou
     assert refused[0].reason == (
         "port: 10.0.0.2:5432 no answer to 2 connects in a row (0.3 s each): host unreachable"
     )
+
+
+@pytest.mark.parametrize(("waited", "counted"), [(0.3, True), (0.9, False)])
+async def test_a_timeout_counts_as_unanswered_only_if_the_loop_was_not_starved(
+    monkeypatch: pytest.MonkeyPatch, waited: float, counted: bool
+) -> None:
+    """A connect that never completes times out; the check's own clock says how long it
+    really took. Far past the deadline means this process was starved (a loaded host, a
+    TCG guest), and the answer may sit unread behind the timer: not a gone host."""
+
+    async def never(*_a: object, **_k: object) -> Any:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(asyncio, "open_connection", never)
+    times = iter([100.0, 100.0 + waited, 100.0 + waited])
+    r = await check_port("p2", "10.0.0.2", 5432, timeout=0.3, clock=lambda: next(times))
+    assert not r.ok and not r.definitive
+    assert r.timed_out is counted
+    assert ("starved" in r.reason) is not counted
