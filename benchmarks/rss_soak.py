@@ -34,6 +34,8 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+from benchmarks.rss_compare import compare, compare_types
+
 REPO = Path(__file__).resolve().parents[1]
 HOSTS = ("a", "b", "c")
 CLONE_NEWNET = 0x40000000
@@ -91,6 +93,7 @@ class Soak:
         self.rw_vip, self.ro_vip = str(hosts[99]), str(hosts[100])
         self.leader: str | None = None
         self.overrides: list[str] = []
+        self.env: dict[str, str] = {}  # extra environment of the daemons (MALLOC_ARENA_MAX=1)
         self.scrapes = 0
         self.scrape_errors = 0
         self._stop = threading.Event()
@@ -172,7 +175,7 @@ class Soak:
             config = self.workdir / h / "pgvip.toml"
             config.write_text(self.config(h, 200 - 10 * i))
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                   "RUNTIME_DIRECTORY": str(self.workdir / h)}  # fmt: skip
+                   "RUNTIME_DIRECTORY": str(self.workdir / h), **self.env}  # fmt: skip
             if tracemalloc >= 0:
                 traced = ["-X", f"tracemalloc={tracemalloc}"] if tracemalloc else []
                 cmd = [sys.executable, *traced, "-c", TRACER]
@@ -240,49 +243,6 @@ class Soak:
             p.send_signal(signal.SIGUSR2)
 
 
-def last_snapshot(workdir: Path, host: str) -> int:
-    return max((int(p.name.split(".")[1]) for p in (workdir / host).glob("snap.*.types")),
-               default=0)  # fmt: skip
-
-
-def compare_types(workdir: Path, top: int) -> None:
-    """Live objects by type: the first snapshot, the last, and every one between."""
-    for h in HOSTS:
-        n = last_snapshot(workdir, h)
-        docs = [json.loads((workdir / h / f"snap.{i}.types").read_text())["types"]
-                for i in range(1, n + 1) if (workdir / h / f"snap.{i}.types").exists()]  # fmt: skip
-        if len(docs) < 2:
-            continue
-        totals = [sum(d.values()) for d in docs]
-        print(f"== {h}: live objects per snapshot {totals}")
-        grow = sorted(docs[-1], key=lambda t: docs[0].get(t, 0) - docs[-1][t])[:top]
-        for t in grow:
-            series = [d.get(t, 0) for d in docs]
-            if series[-1] > series[0]:
-                print(f"    {t}: {series}")
-
-
-def compare(workdir: Path, top: int) -> None:
-    import tracemalloc
-
-    for h in HOSTS:
-        n = last_snapshot(workdir, h)
-        first, last = workdir / h / "snap.1", workdir / h / f"snap.{n}"
-        if not (first.exists() and last.exists()):
-            print(f"{h}: no tracemalloc snapshots")
-            continue
-        filters = [tracemalloc.Filter(False, tracemalloc.__file__)]
-        a = tracemalloc.Snapshot.load(str(first)).filter_traces(filters)
-        b = tracemalloc.Snapshot.load(str(last)).filter_traces(filters)
-        total = sum(s.size for s in b.statistics("filename")) - sum(
-            s.size for s in a.statistics("filename"))  # fmt: skip
-        print(f"== {h}: traced heap growth {total / 1024:.1f} KiB; top {top} by traceback")
-        for stat in b.compare_to(a, "traceback")[:top]:
-            print(f"+{stat.size_diff / 1024:.1f} KiB ({stat.count_diff:+d} blocks)")
-            for line in stat.traceback.format()[-12:]:
-                print("   ", line)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.rss_soak",
                                      description=__doc__.splitlines()[0])  # fmt: skip
@@ -321,11 +281,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SECTION.KEY=JSON",
         help="override a pgvip setting (KEY= deletes it, SECTION= the section)",
     )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment of the daemons, e.g. MALLOC_ARENA_MAX=1",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="pgvip-rss-"))
     soak = Soak(args.prefix, IPv4Network(args.subnet), workdir)
     soak.overrides = args.set
+    soak.env = dict(item.partition("=")[::2] for item in args.env)
     samples: list[dict[str, Any]] = []
     moves = 0
     try:
