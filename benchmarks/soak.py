@@ -7,7 +7,9 @@ pgvip's RSS and open files at the start and the end.
 again, prints one line per event and a summary, and writes `soak-<UTC time>.json` (the
 timeline goes to a log file beside it). Each event is a demo scenario (pgvip.lab.scenarios,
 pgvip.lab.fault_matrix), measured by the demo's probe and 20 ms VIP sampler. A benchmark,
-not a test: CI never runs it. The defaults take about 20 minutes.
+not a test: CI never runs it. The defaults take about 20 minutes. Every --rss-every seconds
+each pgvip's RSS is sampled; the JSON has that timeline and the growth summed per kind of
+event (from the sample before an event starts to the one before the next starts).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import random
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +48,63 @@ def footprint(lab: Any) -> dict[str, dict[str, int]]:
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1])
         out[node] = {"pid": pid, "rss_kib": rss, "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+    return out
+
+
+class FootprintTimeline:
+    """Every `interval` seconds in a thread: each pgvip's RSS (KiB), with the monotonic
+    time, so growth can be laid against the events' `t_event` (which kind costs memory)."""
+
+    def __init__(self, lab: Any, interval: float) -> None:
+        self.lab, self.interval = lab, interval
+        self.samples: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                fp = footprint(self.lab)
+            except OSError:  # a pgvip exited between the PID and /proc
+                continue
+            self.samples.append(
+                {"t": round(time.monotonic(), 3), **{n: v["rss_kib"] for n, v in fp.items()}}
+            )
+
+    def __enter__(self) -> FootprintTimeline:
+        if self.interval > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+
+def growth_by_event(
+    docs: Sequence[dict[str, Any]], samples: Sequence[dict[str, Any]]
+) -> dict[str, dict[str, int]]:
+    """Per scenario and node: the RSS growth (KiB) summed over that scenario's events, each
+    from the last sample before it started to the last sample before the next one did."""
+    if not samples:
+        return {}
+    starts = [d["t_event"] for d in docs]
+
+    def at(t: float) -> dict[str, Any] | None:
+        before = [s for s in samples if s["t"] <= t]
+        return before[-1] if before else None
+
+    out: dict[str, dict[str, int]] = {}
+    for i, doc in enumerate(docs):
+        start = at(starts[i])
+        end = at(starts[i + 1]) if i + 1 < len(docs) else samples[-1]
+        if start is None or end is None:
+            continue
+        per = out.setdefault(doc["name"], {})
+        for node, rss in end.items():
+            if node != "t" and node in start:
+                per[node] = per.get(node, 0) + rss - start[node]
     return out
 
 
@@ -92,6 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=5, help="the leader cut off, 8 s")
     parser.add_argument("--etcd-outages", type=int, default=5, help="etcd down 25 s")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--rss-every",
+        type=float,
+        default=5.0,
+        help="seconds between RSS samples of every pgvip (0: start and end only)",
+    )
     parser.add_argument("--prefix", default="pgvs")
     parser.add_argument("--subnet", default="10.20.39.0/24")
     parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results"))
@@ -117,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         time.sleep(5.0)  # past start-up: RSS after the first polls, not during import
         before = footprint(lab)
         print(f"{len(events)} events: {counts}; pgvip at start: {before}", flush=True)
-        with open(log_path, "w") as log:
+        with open(log_path, "w") as log, FootprintTimeline(lab, args.rss_every) as timeline:
             code = run_demo(lab, out=log, scenarios=events, runners=ALL_RUNNERS, record=results)
         after = footprint(lab)
     finally:
@@ -133,14 +199,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pgvip_start": before,
         "pgvip_end": after,
         "rss_growth_kib": growth,
+        "rss_growth_kib_by_event": growth_by_event(docs, timeline.samples),
         "summary": summarize(docs),
         "events": docs,
+        "rss_timeline": timeline.samples,
     }
     path = out_dir / f"soak-{stamp}.json"
     path.write_text(json.dumps(doc, indent=1) + "\n")
     for name, s in doc["summary"].items():
         print(f"{name}: {s}")
     print(f"RSS growth (KiB) per node: {growth}; fds {before} -> {after}")
+    print(f"RSS growth (KiB) by event kind: {doc['rss_growth_kib_by_event']}")
     print(f"results: {path}; timeline: {log_path}")
     return code
 

@@ -60,6 +60,9 @@ ICMP6_FILTER = 1  # <netinet/icmp6.h>: a raw ICMPv6 socket's type filter
 REPORT_EVERY = 60.0  # the same conflict (VIP, MAC) is logged again at most this often
 RECHECK = 1.0  # while a conflict lasts: wait, probe, wait this long for an answer
 RECLAIMS_PER_MINUTE = 3  # re-announcements after a conflict, per VIP per REPORT_EVERY
+# (VIP, MAC) pairs remembered at most: a spoofer cycling through source MACs must not grow
+# the daemon's memory for as long as we hold the VIP; the least recent pair is forgotten.
+MAX_TRACKED = 64
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,8 @@ class ConflictDetector:
 
     `hold`/`release` follow the VIP; `observe(claim, now)` returns a Conflict for a claim of
     a held VIP from another MAC than ours. `active(now)` lists the conflicts seen within
-    `quiet` seconds, for the status API; a release forgets the VIP's conflicts."""
+    `quiet` seconds, for the status API; a release forgets the VIP's conflicts. At most
+    MAX_TRACKED (VIP, MAC) pairs are remembered (the least recently seen goes first)."""
 
     def __init__(self, own_macs: set[bytes], *, quiet: float = REPORT_EVERY) -> None:
         self.own_macs = set(own_macs)
@@ -170,10 +174,14 @@ class ConflictDetector:
         new = last is None or now - last >= self.quiet
         if new:
             self._reported[key] = now
-        previous = self._seen.get(key)
+        previous = self._seen.pop(key, None)  # re-inserted last: the dict is oldest first
         count = (previous.count if previous else 0) + 1
         conflict = Conflict(claim.ip, claim.mac, claim.kind, now, count, new)
         self._seen[key] = conflict
+        while len(self._seen) > MAX_TRACKED:
+            oldest = next(iter(self._seen))
+            del self._seen[oldest]
+            self._reported.pop(oldest, None)
         self.total += 1
         return conflict
 

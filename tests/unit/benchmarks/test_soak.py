@@ -1,10 +1,11 @@
-"""The soak's pure parts: its seeded schedule and its per-scenario summary."""
+"""The soak's pure parts: its seeded schedule, its per-scenario summary and its RSS growth
+per kind of event."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.soak import schedule, summarize
+from benchmarks.soak import growth_by_event, schedule, summarize
 
 
 def test_the_schedule_has_every_event_once_in_a_seeded_order() -> None:
@@ -41,3 +42,17 @@ def test_the_summary_adds_dual_holder_samples_at_both_levels() -> None:
     assert s["switchover"]["rw_dual_samples_addr"] == 1
     assert s["switchover"]["rw_dual_samples_arp"] == 4 and s["switchover"]["arp_samples"] == 200
     assert s["kill-leader"]["rw_dual_samples_arp"] == 0 and s["kill-leader"]["arp_samples"] == 0
+
+
+def test_rss_growth_is_summed_per_kind_of_event() -> None:
+    samples = [{"t": 0.0, "p1": 100, "p2": 100}, {"t": 5.0, "p1": 100, "p2": 150},
+               {"t": 10.0, "p1": 130, "p2": 150}, {"t": 15.0, "p1": 130, "p2": 140},
+               {"t": 20.0, "p1": 135, "p2": 140}]  # fmt: skip
+    docs = [{"name": "switchover", "t_event": 1.0}, {"name": "kill-leader", "t_event": 6.0},
+            {"name": "switchover", "t_event": 16.0}]  # fmt: skip
+    # switchover 1: samples 0 -> 5; kill: 5 -> 15; switchover 2: 15 -> the last sample.
+    assert growth_by_event(docs, samples) == {
+        "switchover": {"p1": 0 + 5, "p2": 50 + 0},
+        "kill-leader": {"p1": 30, "p2": -10},
+    }
+    assert growth_by_event(docs, []) == {}

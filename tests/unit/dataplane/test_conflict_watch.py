@@ -11,6 +11,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 from pgvip.dataplane.announce import build_garp_frame, build_unsolicited_na
 from pgvip.dataplane.conflict_watch import (
+    MAX_TRACKED,
     Claim,
     ConflictDetector,
     ConflictWatch,
@@ -78,6 +79,24 @@ def test_only_another_macs_claim_of_a_held_vip_is_a_conflict() -> None:
     assert d.total == 3
     d.release(VIP)
     assert d.active(64.5) == [] and d.observe(Claim(VIP, THEIRS, "na"), 65.0) is None
+
+
+def test_a_spoofer_cycling_macs_stays_bounded() -> None:
+    """Issue 14: one entry per (VIP, MAC) ever seen grew without bound under a flood of
+    claims from random source MACs; the least recently seen pair is forgotten instead."""
+    d = ConflictDetector({OURS}, quiet=60.0)
+    d.hold(VIP)
+    for i in range(5000):
+        mac = (0x020000000000 + 16 + i).to_bytes(6, "big")
+        assert d.observe(Claim(VIP, mac, "arp reply"), 100.0 + i * 0.001) is not None
+        if i % 7 == 0:  # a real conflicting host keeps answering all along: it is kept
+            again = d.observe(Claim(VIP, THEIRS, "arp reply"), 100.0 + i * 0.001)
+            assert again is not None
+    assert len(d._seen) <= MAX_TRACKED and len(d._reported) <= MAX_TRACKED
+    assert d.total == 5000 + len(range(0, 5000, 7))
+    active = d.active(106.0)
+    assert len(active) == MAX_TRACKED and THEIRS in {c.mac for c in active}
+    assert next(c for c in active if c.mac == THEIRS).count == len(range(0, 5000, 7))
 
 
 def test_mac_text() -> None:
