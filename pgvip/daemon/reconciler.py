@@ -17,26 +17,22 @@ from pgvip.policy.link_gate import LinkState
 VIP_RECONCILE_INTERVAL = 2.0
 
 
-class Reconciler:
-    def __init__(
-        self,
-        runners: list[InstanceRunner],
-        addresses: AddressManager,
-        *,
-        log: Any,
-        interval: float = VIP_RECONCILE_INTERVAL,
-    ) -> None:
-        self._runners = runners
-        self._addresses = addresses
+class ReconcileLoop:
+    """Runs `reconcile_once` now, on every `poke()` and at least every `interval` seconds;
+    after each clean pass it calls `on_reconciled` (the daemon's readiness and watchdog)."""
+
+    def __init__(self, *, log: Any, interval: float = VIP_RECONCILE_INTERVAL) -> None:
         self._log = log
         self._interval = interval
         self._wake = asyncio.Event()
         self.runs = 0
-        self.repairs = 0
         self.on_reconciled: list[Callable[[], None]] = []
 
     def poke(self) -> None:
         self._wake.set()
+
+    async def reconcile_once(self) -> None:
+        raise NotImplementedError
 
     async def run(self) -> None:
         while True:
@@ -53,6 +49,21 @@ class Reconciler:
                 async with asyncio.timeout(self._interval):
                     await self._wake.wait()
             self._wake.clear()
+
+
+class Reconciler(ReconcileLoop):
+    def __init__(
+        self,
+        runners: list[InstanceRunner],
+        addresses: AddressManager,
+        *,
+        log: Any,
+        interval: float = VIP_RECONCILE_INTERVAL,
+    ) -> None:
+        super().__init__(log=log, interval=interval)
+        self._runners = runners
+        self._addresses = addresses
+        self.repairs = 0
 
     async def reconcile_once(self) -> None:
         self.runs += 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,7 @@ from pgvip.daemon.l3.ro_route_watch import RoRouteWatch
 from pgvip.daemon.l3.route_runner import RouteRunner
 from pgvip.daemon.notify import Notifier
 from pgvip.daemon.patroni_watch import PatroniWatch
+from pgvip.daemon.reconciler import ReconcileLoop
 from pgvip.daemon.tasks import EngineTasks
 from pgvip.dataplane.address_watcher import AddressWatcher
 from pgvip.dataplane.addresses import AddressManager
@@ -41,34 +42,17 @@ RECONCILE_INTERVAL = 2.0
 SHUTDOWN_BUDGET = 0.8
 
 
-class RouteReconciler:
+class RouteReconciler(ReconcileLoop):
     """Heals drift of the VIPs on the bgp interface, on netlink events and periodically."""
 
     def __init__(self, runners: list[RouteRunner], log: Logger) -> None:
+        super().__init__(log=log, interval=RECONCILE_INTERVAL)
         self._runners = runners
-        self._log = log
-        self._wake = asyncio.Event()
-        self.on_reconciled: list[Callable[[], None]] = []
-        self.runs = 0
 
-    def poke(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        while True:
-            self.runs += 1
-            try:
-                for runner in self._runners:
-                    await runner.reconcile()
-            except Exception as exc:
-                self._log.error("reconcile failed", error=str(exc) or type(exc).__name__)
-            else:
-                for callback in self.on_reconciled:
-                    callback()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(RECONCILE_INTERVAL):
-                    await self._wake.wait()
-            self._wake.clear()
+    async def reconcile_once(self) -> None:
+        self.runs += 1
+        for runner in self._runners:
+            await runner.reconcile()
 
     async def watch(self, watcher: AddressWatcher) -> None:
         async for _ in watcher:
