@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pgvip.config import Config, ConfigError
+from pgvip.daemon import loop_stall
 from pgvip.daemon.blueprint import check_buildable
 from pgvip.daemon.engine import Engine
 from pgvip.daemon.host_state import (
@@ -84,10 +85,15 @@ class Daemon:
         self.liveness: Liveness = Liveness()
         self.status_server: StatusServer | None = None
         self._daemon_tasks: list[asyncio.Task[None]] = []
+        self.stalls = loop_stall.StallMeter()
 
     def snapshot(self) -> Snapshot:
         facts = DaemonFacts(
-            started_at=self.started_at, ready=self.ready, patroni_url=self.config.patroni.url
+            started_at=self.started_at,
+            ready=self.ready,
+            patroni_url=self.config.patroni.url,
+            loop_stalls=self.stalls.count,
+            loop_stall_max_s=self.stalls.max_late_s,
         )
         return build_snapshot(self.engine, facts)
 
@@ -164,6 +170,18 @@ class Daemon:
             raise
         self.liveness.expect("reconcile", 3 * VIP_RECONCILE_INTERVAL + 1)
         self._daemon_tasks.append(loop.create_task(self.sd.watchdog(self.liveness.problem)))
+        self._daemon_tasks.append(
+            loop.create_task(
+                loop_stall.watch(
+                    self.stalls,
+                    threshold=lambda: self._config.vrrp.advert_int / 100,
+                    master_down=lambda: 3 * self._config.vrrp.advert_int / 100,
+                    log=self.log,
+                    metrics=self.metrics,
+                ),
+                name="loop-stall-watch",
+            )
+        )
         try:
             return await self._serve()
         finally:

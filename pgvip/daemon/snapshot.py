@@ -41,6 +41,8 @@ class DaemonFacts:
     started_at: float  # epoch
     ready: bool
     patroni_url: str
+    loop_stalls: int = 0
+    loop_stall_max_s: float = 0.0
 
 
 def _wall(t: float | None) -> float | None:
@@ -165,6 +167,8 @@ def build_snapshot(engine: Engine | L3Engine | None, facts: DaemonFacts) -> Snap
             "pid": os.getpid(),
             "started_at": facts.started_at,
             "ready": facts.ready,
+            "loop_stalls": facts.loop_stalls,
+            "loop_stall_max_s": round(facts.loop_stall_max_s, 3),
         },
         "instances": cast("Instances", instances),
         "patroni": patroni,

@@ -65,6 +65,8 @@ class DaemonInfo(TypedDict):
     pid: int
     started_at: float  # epoch seconds
     ready: bool  # the first reconcile has succeeded (systemd READY=1 was sent)
+    loop_stalls: int  # event-loop wake-ups late by more than the advert interval
+    loop_stall_max_s: float  # the latest of them, seconds
 
 
 class MasterSeen(TypedDict):

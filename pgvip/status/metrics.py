@@ -26,7 +26,14 @@ from prometheus_client.process_collector import ProcessCollector
 from pgvip import __version__
 from pgvip.status import REASON_KINDS, STATES
 
-__all__ = ["INSTANCES", "POLL_BUCKETS", "TAKEOVER_BUCKETS", "VRRP_DROP_REASONS", "Metrics"]
+__all__ = [
+    "INSTANCES",
+    "LAG_BUCKETS",
+    "POLL_BUCKETS",
+    "TAKEOVER_BUCKETS",
+    "VRRP_DROP_REASONS",
+    "Metrics",
+]
 
 INSTANCES = ("rw", "ro")
 # The label is not called "instance": Prometheus sets that label on every scraped series and
@@ -59,6 +66,8 @@ VRRP_DROP_REASONS = (
 POLL_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # From "Patroni says leader" to "VIP held": Skew_Time plus GARP, or a Master_Down_Interval.
 TAKEOVER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
+# How late the event loop wakes: a few ms idle, up to seconds on a starved host.
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # Healthy outcomes of a poll: a definite yes or no from Patroni is not an error.
 _NOT_ERRORS = frozenset({"ok", "http_503"})
 _LABEL_VALUE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -188,6 +197,19 @@ class Metrics:
             buckets=TAKEOVER_BUCKETS,
             registry=r,
         )
+        self._lag_h = Histogram(
+            "pgvip_event_loop_lag_seconds",
+            "How late the event loop woke a 50 ms timer (every wake-up): adverts, polls and "
+            "checks are late by as much.",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self._stalls = Counter(
+            "pgvip_event_loop_stalls",
+            "Wake-ups late by more than the VRRP advert interval (an advert went out late). "
+            "Alert on any increase near a VIP overlap or a failed poll: CPU starvation.",
+            registry=r,
+        )
         ProcessCollector(registry=r)  # RSS and CPU: the daemon has a memory budget
 
         for kind in ANNOUNCE_KINDS:
@@ -266,6 +288,13 @@ class Metrics:
 
     def dataplane_error(self) -> None:
         self._dp_errors.inc()
+
+    # -- the process ----------------------------------------------------------------------
+
+    def loop_lag(self, late_s: float, stalled: bool) -> None:
+        self._lag_h.observe(max(0.0, late_s))
+        if stalled:
+            self._stalls.inc()
 
     # -- exposition ---------------------------------------------------------------------
 

@@ -126,6 +126,8 @@ def make_snapshot(*, ro: bool = True, rw_state: str = "MASTER") -> Snapshot:
             "pid": 4242,
             "started_at": NOW - 3600,
             "ready": True,
+            "loop_stalls": 0,
+            "loop_stall_max_s": 0.0,
         },
         "instances": {"rw": instance("rw", rw_state)},
         "patroni": {
