@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import re
 import statistics
 import sys
 import threading
@@ -48,6 +49,27 @@ def footprint(lab: Any) -> dict[str, dict[str, int]]:
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1])
         out[node] = {"pid": pid, "rss_kib": rss, "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+    return out
+
+
+_STALL_FIELD = re.compile(r"(late_s|stalls_since_last_warning)\W{1,3}([0-9.]+)")
+
+
+def loop_stalls(lab: Any) -> dict[str, dict[str, float]]:
+    """Per node, from its pgvip log (appended across restarts): the event-loop stalls pgvip
+    reported (warnings plus the repeats each one counts) and the longest warned one."""
+    out: dict[str, dict[str, float]] = {}
+    for node in lab.layout.node_names():
+        path = lab.log_path(node, "pgvip")
+        count, worst = 0, 0.0
+        text = path.read_text(errors="replace") if path.exists() else ""
+        for line in text.splitlines():
+            if "event loop stalled" not in line:
+                continue
+            fields = dict(_STALL_FIELD.findall(line))
+            count += 1 + int(float(fields.get("stalls_since_last_warning", 0)))
+            worst = max(worst, float(fields.get("late_s", 0.0)))
+        out[node] = {"stalls": count, "worst_warned_s": worst}
     return out
 
 
@@ -178,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[ScenarioResult] = []
     started = time.monotonic()
     before = after = {}
+    stalls: dict[str, dict[str, float]] = {}
     try:
         lab.up(timeout=120, progress=lambda m: print(f"lab: {m}", flush=True))
         time.sleep(5.0)  # past start-up: RSS after the first polls, not during import
@@ -186,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(log_path, "w") as log, FootprintTimeline(lab, args.rss_every) as timeline:
             code = run_demo(lab, out=log, scenarios=events, runners=ALL_RUNNERS, record=results)
         after = footprint(lab)
+        stalls = loop_stalls(lab)
     finally:
         lab.down()
     docs = record(results)
@@ -200,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pgvip_end": after,
         "rss_growth_kib": growth,
         "rss_growth_kib_by_event": growth_by_event(docs, timeline.samples),
+        "loop_stalls": stalls,
         "summary": summarize(docs),
         "events": docs,
         "rss_timeline": timeline.samples,
@@ -210,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name}: {s}")
     print(f"RSS growth (KiB) per node: {growth}; fds {before} -> {after}")
     print(f"RSS growth (KiB) by event kind: {doc['rss_growth_kib_by_event']}")
+    print(f"event-loop stalls reported by pgvip per node: {stalls}")
     print(f"results: {path}; timeline: {log_path}")
     return code
 

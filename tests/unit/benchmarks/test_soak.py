@@ -3,6 +3,7 @@ per kind of event."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from benchmarks.soak import growth_by_event, schedule, summarize
@@ -56,3 +57,27 @@ def test_rss_growth_is_summed_per_kind_of_event() -> None:
         "kill-leader": {"p1": 30, "p2": -10},
     }
     assert growth_by_event(docs, []) == {}
+
+
+def test_loop_stalls_are_summed_from_each_nodes_pgvip_log(tmp_path: Path) -> None:
+    from benchmarks.soak import loop_stalls
+
+    class _Layout:
+        def node_names(self) -> list[str]:
+            return ["p1", "p2"]
+
+    class _Lab:
+        layout = _Layout()
+
+        def log_path(self, node: str, what: str) -> Path:
+            return tmp_path / f"{node}-{what}.log"
+
+    (tmp_path / "p1-pgvip.log").write_text(
+        '{"event": "event loop stalled: adverts ...", "late_s": 0.41}\n'
+        '{"event": "ready"}\n'
+        '{"event": "event loop stalled: adverts ...", "late_s": 1.2,'
+        ' "stalls_since_last_warning": 3, "worst_since_last_warning_s": 0.9}\n'
+    )
+    got = loop_stalls(_Lab())
+    assert got["p1"] == {"stalls": 5, "worst_warned_s": 1.2}
+    assert got["p2"] == {"stalls": 0, "worst_warned_s": 0.0}  # no log: none reported
