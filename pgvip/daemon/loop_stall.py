@@ -87,10 +87,11 @@ async def watch(
             metrics.loop_lag(max(0.0, now - due), stall is not None)
         if stall is None or not stall.report:
             continue
+        down = master_down()
         fields: dict[str, object] = {
             "late_s": round(stall.late_s, 3),
             "advert_interval_s": round(limit, 3),
-            "master_down_s": round(master_down(), 3),
+            "master_down_s": round(down, 3),
         }
         if stall.suppressed:
             fields["stalls_since_last_warning"] = stall.suppressed
@@ -99,7 +100,7 @@ async def watch(
             "event loop stalled: adverts, Patroni polls and checks ran late "
             "(CPU starvation of this process, or a blocking call in it)"
             + (
-                "; peers may have declared this node down" if stall.late_s >= master_down() else ""
+                "; peers may have declared this node down" if stall.late_s >= down else ""
             ),  # fmt: skip
             **fields,
         )
