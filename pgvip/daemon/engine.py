@@ -27,6 +27,7 @@ from pgvip.daemon.instance_runner import InstanceRunner
 from pgvip.daemon.notify import Notifier
 from pgvip.daemon.patroni_watch import FastPolling, PatroniWatch
 from pgvip.daemon.reconciler import Reconciler
+from pgvip.daemon.ro.balancing import RetuneRefused
 from pgvip.daemon.ro.director import Director
 from pgvip.daemon.ro.role_watch import RoleWatch
 from pgvip.daemon.tasks import EngineTasks
@@ -289,6 +290,12 @@ class Engine:
         under a running election differ; False if the engine must be rebuilt instead."""
         if without_hot_keys(new, self.config) != without_hot_keys(self.config, self.config):
             return False
+        if self.ro is not None and new.ro != self.config.ro:
+            try:  # first: the one step that can refuse, before anything has changed
+                self.ro.director.retune(new.ro)
+            except RetuneRefused as exc:
+                self.log.info("reload: the [ro] change needs a new engine", why=str(exc))
+                return False
         old, self.config = self.config, new
         self._notifier = Notifier(new.notify.command, new.notify.timeout, self.log)
         self._announce = announce_settings(new)

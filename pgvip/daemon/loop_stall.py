@@ -1,7 +1,8 @@
 """Event-loop stall detection: every advert, Patroni poll, port check and reconcile pass of
 pgvip runs on one asyncio loop, so a loop that wakes late delays all of them at once. A
 stall longer than the advert interval means late adverts; one longer than
-Master_Down_Interval lets a backup take the VIP while this node still holds it. This says
+Master_Down_Interval lets a backup take the VIP while this node still holds it (in bgp mode,
+where nothing is advertised, the Patroni poll interval is the limit). This says
 so in the log and in metrics, so that an overlap or a failed poll can be traced to CPU
 starvation (load, a cgroup CPU limit, a paused VM) or to a blocking call in pgvip.
 
@@ -11,13 +12,15 @@ starvation (load, a cgroup CPU limit, a paused VM) or to a blocking call in pgvi
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from pgvip.config import Config
 from pgvip.log import Logger
 
-__all__ = ["TICK", "Stall", "StallMeter", "watch"]
+__all__ = ["TICK", "Stall", "StallMeter", "stall_master_down", "stall_threshold", "watch"]
 
 TICK = 0.05  # seconds between wake-ups of the watch; its own cost is negligible
 LOG_EVERY = 10.0  # at most one warning per this many seconds; the rest are counted
@@ -62,6 +65,22 @@ class StallMeter:
         return stall
 
 
+def stall_threshold(config: Config) -> float:
+    """How late a wake-up may be before it is a stall: one advert interval; in bgp mode,
+    with no adverts, one Patroni poll interval (the RW route's withdraw waits on a poll)."""
+    if config.rw.announce == "bgp":
+        return config.patroni.poll_interval
+    return config.vrrp.advert_int / 100
+
+
+def stall_master_down(config: Config) -> float:
+    """A stall this long lets a VRRP backup declare this node down (3 advert intervals, the
+    skew aside); never in bgp mode, where BIRD, its own process, keeps the sessions up."""
+    if config.rw.announce == "bgp":
+        return math.inf
+    return 3 * config.vrrp.advert_int / 100
+
+
 class LagSink(Protocol):
     def loop_lag(self, late_s: float, stalled: bool) -> None: ...
 
@@ -90,9 +109,10 @@ async def watch(
         down = master_down()
         fields: dict[str, object] = {
             "late_s": round(stall.late_s, 3),
-            "advert_interval_s": round(limit, 3),
-            "master_down_s": round(down, 3),
+            "threshold_s": round(limit, 3),
         }
+        if math.isfinite(down):
+            fields["master_down_s"] = round(down, 3)
         if stall.suppressed:
             fields["stalls_since_last_warning"] = stall.suppressed
             fields["worst_since_last_warning_s"] = round(stall.worst_s, 3)

@@ -22,6 +22,7 @@ from pgvip.daemon.host_state import (
     release,
 )
 from pgvip.daemon.l3.engine import L3Engine
+from pgvip.daemon.loop_stall import stall_master_down, stall_threshold
 from pgvip.daemon.reconciler import VIP_RECONCILE_INTERVAL
 from pgvip.daemon.ro.director import DirectorError
 from pgvip.daemon.snapshot import DaemonFacts, build_snapshot
@@ -174,8 +175,8 @@ class Daemon:
             loop.create_task(
                 loop_stall.watch(
                     self.stalls,
-                    threshold=lambda: self._config.vrrp.advert_int / 100,
-                    master_down=lambda: 3 * self._config.vrrp.advert_int / 100,
+                    threshold=lambda: stall_threshold(self._config),
+                    master_down=lambda: stall_master_down(self._config),
                     log=self.log,
                     metrics=self.metrics,
                 ),

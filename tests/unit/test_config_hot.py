@@ -34,7 +34,12 @@ def test_the_hot_keys_are_the_ones_a_running_election_can_take() -> None:
     whole = {s.name for s in SCHEMA if s.section in ("announce", "notify", "log", "status")}
     # The stale-ARP guard is built with the engine: turning it on or off rebuilds it.
     whole -= {"announce.reset_stale"}
-    assert {f"patroni.{k}" for k in patroni} | {"rw.priority"} | whole == HOT_KEYS
+    # The RO balancer's scheduler and persistence and its backend policy: the director
+    # retunes (an IPVS service edit); forwarding, ports, polls and probes rebuild.
+    ro = {"scheduler", "persistence_timeout", "max_lag", "rise", "fall", "drain_timeout",
+          "fallback", "include_primary"}  # fmt: skip
+    want = {f"patroni.{k}" for k in patroni} | {f"ro.{k}" for k in ro} | {"rw.priority"} | whole
+    assert want == HOT_KEYS
 
 
 @pytest.mark.parametrize(
@@ -46,6 +51,9 @@ def test_the_hot_keys_are_the_ones_a_running_election_can_take() -> None:
         ("patroni", "timeout", 2.0, False),
         ("rw", "vrid", 70, False),
         ("vrrp", "advert_int", 50, False),
+        ("ro", "scheduler", "wrr", True),
+        ("ro", "forwarding", "dr", False),
+        ("ro", "poll_interval", 0.2, False),
     ],
 )
 def test_without_hot_keys_ignores_exactly_the_hot_rows(

@@ -202,6 +202,8 @@ class L3Engine:
     def retune(self, new: Config) -> bool:
         if without_hot_keys(new, self.config) != without_hot_keys(self.config, self.config):
             return False
+        if new.ro != self.config.ro:  # the RO route watch takes its [ro] settings once
+            return False
         old, self.config = self.config, new
         self._notifier = Notifier(new.notify.command, new.notify.timeout, self.log)
         for runner in self._runners:

@@ -6,14 +6,34 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Literal, cast
 
 from pgvip.config import RoConfig
 from pgvip.daemon.log_throttle import ErrorLogThrottle
-from pgvip.dataplane.balancer import IPAddress, LoadBalancer, VirtualService, virtual_service
+from pgvip.dataplane.balancer import (
+    IPAddress,
+    LoadBalancer,
+    LoadBalancerError,
+    VirtualService,
+    virtual_service,
+)
 from pgvip.policy.backends import BackendSet, BackendSettings
 
-__all__ = ["BalancerDriver", "backend_settings", "desired_service"]
+__all__ = [
+    "RETUNABLE", "BalancerDriver", "RetuneRefused", "backend_settings", "desired_service",
+]  # fmt: skip
+
+# The [ro] settings a running director takes on a reload (the schema marks the same rows hot;
+# a test keeps them equal): the service's scheduler and persistence, the backend policy.
+RETUNABLE = (
+    "scheduler", "persistence_timeout", "max_lag", "rise", "fall", "drain_timeout", "fallback",
+    "include_primary",
+)  # fmt: skip
+
+
+class RetuneRefused(ValueError):
+    """A reload's [ro] cannot be taken by the running director: the engine is rebuilt."""
 
 
 def desired_service(c: RoConfig, vip: IPAddress, backend_set: BackendSet) -> VirtualService:
@@ -60,6 +80,30 @@ class BalancerDriver:
     @property
     def name(self) -> str:
         return self.balancer.name
+
+    def counters(self) -> dict[str, Any]:
+        """Its part of the director's status (DirectorStatus fields)."""
+        return {
+            "dataplane": self.name,
+            "last_apply_at": self.last_apply_at,
+            "last_apply_error": self.last_apply_error,
+            "applies": self.applies,
+            "apply_errors": self.apply_errors,
+            "clears": self.clears,
+            "clear_errors": self.clear_errors,
+        }
+
+    def retune_check(self, running: RoConfig, new: RoConfig) -> list[str]:
+        """The RETUNABLE keys `new` changes; RetuneRefused if it changes any other [ro] key,
+        or asks what this dataplane cannot do."""
+        rest = replace(new, **{k: getattr(running, k) for k in RETUNABLE})
+        if rest != running:
+            raise RetuneRefused("only the hot [ro] settings can change under a running director")
+        try:
+            self.balancer.check(new.scheduler, new.forwarding, new.persistence_timeout)
+        except LoadBalancerError as exc:
+            raise RetuneRefused(f"the running {self.name} dataplane: {exc}") from exc
+        return sorted(k for k in RETUNABLE if getattr(new, k) != getattr(running, k))
 
     def due(self, desired: VirtualService, now: float, reapply_interval: float) -> bool:
         """Apply now: the service changed, the last apply failed, or it is time to re-apply."""

@@ -55,11 +55,8 @@ class Director:
     the port watch (every ro.port_check_interval) leaves at once, a round follows. A new director
     starts fresh and probes `rise` rounds WARMUP_SPACING apart before its first apply.
     While inactive: the balancer is cleared (also once at start-up, for a previous run's
-    leftovers) and, for "dr", the RO VIP is kept on lo.
-
-    Run `run()` as a task for the daemon's lifetime and call `await stop()` at shutdown,
-    before cancelling that task: stop() clears the balancer.
-    """
+    leftovers) and, for "dr", the RO VIP is kept on lo. Run `run()` as a task for the daemon's
+    lifetime; `await stop()` (it clears the balancer) at shutdown, before cancelling it."""
 
     def __init__(
         self,
@@ -144,6 +141,15 @@ class Director:
             self._round.cancel()  # probes are only reads; an apply is never interrupted
         self._wake.set()
 
+    def retune(self, config: RoConfig) -> None:
+        """A reload changed hot [ro] settings only (RetuneRefused if more, see balancing):
+        the next round probes and applies with them (an IPVS service edit); health stays."""
+        changed = self._driver.retune_check(self.config, config)
+        self.config = config
+        self.policy.settings = backend_settings(config, self.vip)
+        self._log.info("RO settings retuned", changed=changed, active=self.active)
+        self._wake.set()
+
     async def run(self) -> None:
         c = self.config
         async with port_watch(self._in_rotation, self._refused, interval=c.port_check_interval,
@@ -217,10 +223,8 @@ class Director:
         healthy = sum(1 for b in infos if b.healthy and any(m.name == b.member for m in replicas))
         reason = director_reason(active, current, self._cluster.error,
                                  warming=self.phase is Phase.WARMING)  # fmt: skip
-        d = self._driver
         return DirectorStatus(
             active=active,
-            dataplane=d.name,
             dataplane_reason=self.dataplane_reason,
             scheduler=self.config.scheduler,
             forwarding=self.config.forwarding,
@@ -232,14 +236,9 @@ class Director:
             total=len(replicas),
             backends=infos,
             applied=self._driver.applied if active else None,
-            last_apply_at=d.last_apply_at,
-            last_apply_error=d.last_apply_error,
+            **self._driver.counters(),
             cluster_error=self._cluster.error,
             cycles=self.cycles,
-            applies=d.applies,
-            apply_errors=d.apply_errors,
-            clears=d.clears,
-            clear_errors=d.clear_errors,
             cluster_errors=self._cluster.errors,
             probe_failures=self.probe_failures,
         )

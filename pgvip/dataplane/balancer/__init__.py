@@ -131,6 +131,11 @@ class LoadBalancer(Protocol):
         """Remove everything pgvip programmed; idempotent."""
         ...
 
+    def check(self, scheduler: str, forwarding: str, persistence_timeout: int) -> None:
+        """Raise LoadBalancerError if this dataplane cannot do what the config asks (the
+        class's own check, also asked of a running one before a reload retunes it)."""
+        ...
+
 
 class LoadBalancerClass(Protocol):
     """The class side of a LoadBalancer, as `choose_dataplane` returns it."""

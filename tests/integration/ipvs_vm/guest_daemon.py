@@ -216,6 +216,18 @@ def start_pgvip(name: str, procs: dict[str, subprocess.Popen[bytes]]) -> None:
     )
 
 
+def read_from(path: Path, offset: int) -> str:
+    """What a daemon logged since `offset` bytes into its log."""
+    with path.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def logs_since(offsets: dict[str, int]) -> dict[str, str]:
+    """What each daemon logged since its offset (bytes into its log)."""
+    return {n: read_from(WORK / f"{n}.log", offset) for n, offset in offsets.items()}
+
+
 def holders(vip: str) -> list[str]:
     found = []
     for name in NODES:
@@ -379,10 +391,11 @@ def directs(name: str, *members: str) -> bool:
 
 def programmed(scheduler: str, forwarding: str, *, v6: bool = False) -> bool:
     """One node holds the RO VIP and has exactly its service, with `scheduler`, forwarding
-    to both replicas by `forwarding`, and that node is a replica: a reload restarts the
-    election on every node, and the primary (RO priority 200) can direct for a few seconds
-    until a replica's restarted daemon preempts it, which moves the RO VIP (seen in CI:
-    wrr/nat measured across that move, 8 of 200 connections refused or reset)."""
+    to both replicas by `forwarding`, and that node is a replica: a reload that changes
+    ro.forwarding restarts the election on every node, and the primary (RO priority 200) can
+    direct for a few seconds until a replica's restarted daemon preempts it, which moves the
+    RO VIP (seen in CI when a scheduler change re-elected too: wrr/nat measured across that
+    move, 8 of 200 connections refused or reset). A scheduler-only reload is a retune now."""
     vip, hosts = (RO_VIP6, NODES6) if v6 else (RO_VIP, NODES)
     name = director(vip)
     if name not in ("n2", "n3"):
@@ -576,9 +589,12 @@ async def _scenario(
     with step("schedulers_and_forwarding"):
         cluster.weights = dict(WEIGHTS)
         variants: dict[str, Any] = {}
+        previous = "nat"  # the start config's forwarding
         for scheduler, forwarding in VARIANTS:
             if forwarding == "tun":
                 await asyncio.to_thread(tunnel_real_servers, True)
+            before = director()
+            logged = {n: (WORK / f"{n}.log").stat().st_size for n in NODES}
             reload_all(procs, scheduler=scheduler, forwarding=forwarding)
             key = f"{scheduler}/{forwarding}"
             took = await wait_until(
@@ -587,8 +603,18 @@ async def _scenario(
             name = director()
             assert name is not None
             state = await status(name)
+            await wait_until(  # the director applied it; every daemon has taken the SIGHUP
+                f"{key}: every daemon reloaded",
+                lambda since=logged: all('"reload: ' in t for t in logs_since(since).values()),
+            )
+            since = logs_since(logged)
             variants[key] = {
                 "s": took,
+                # Only the scheduler changed: a retune, not a new election on any node.
+                "hot": forwarding == previous,
+                "director_before": before,
+                "reelected": [n for n in NODES if "restarting the election" in since[n]],
+                "retuned": [n for n in NODES if "RO settings retuned" in since[n]],
                 "director": name,
                 "traffic": await connect_many(RO_VIP, VARIANT_CONNECTIONS),
                 "ro": state["ro"] if state else None,
@@ -599,6 +625,7 @@ async def _scenario(
             }
             if forwarding == "tun":
                 await asyncio.to_thread(tunnel_real_servers, False)
+            previous = forwarding
         results["schedulers_and_forwarding"] = variants
 
     with step("ipv6"):

@@ -150,6 +150,11 @@ def test_every_scheduler_and_forwarding_carries_every_connection(run: dict[str, 
         assert sum(traffic.values()) == g.VARIANT_CONNECTIONS, (key, traffic)
         assert set(traffic) <= {"n2", "n3"}, (key, traffic)  # no failure, never the primary
         assert out["ro"]["scheduler"] == scheduler and out["ro"]["forwarding"] == forwarding
+        if out["hot"]:  # only ro.scheduler changed: every daemon retuned, none re-elected
+            assert out["reelected"] == [] and out["retuned"] == sorted(g.NODES), (key, out)
+            assert out["director"] == out["director_before"], (key, out)
+        else:  # ro.forwarding changed: a new engine, a new election, everywhere
+            assert out["reelected"] == sorted(g.NODES), (key, out)
         n2, n3 = traffic.get("n2", 0), traffic.get("n3", 0)
         if scheduler == "rr":
             # Round robin, not exact alternation: a reconnect that IPVS matches to a

@@ -73,6 +73,11 @@ class FakeBalancer:
         self.delay = 0.0
         self.clear_delay = 0.0
         self.calls: list[str] = []
+        self.cannot: str | None = None  # check() refuses with this text
+
+    def check(self, scheduler: str, forwarding: str, persistence_timeout: int) -> None:
+        if self.cannot:
+            raise LoadBalancerError(self.cannot)
 
     async def apply(self, desired: VirtualService) -> bool:
         self.calls.append("apply")

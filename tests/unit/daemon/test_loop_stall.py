@@ -4,13 +4,15 @@ a blocking call stalls."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
 import pytest
 
+from pgvip.config import config_from_mapping
 from pgvip.daemon import loop_stall
-from pgvip.daemon.loop_stall import StallMeter
+from pgvip.daemon.loop_stall import StallMeter, stall_master_down, stall_threshold
 from pgvip.status.metrics import Metrics
 
 
@@ -70,7 +72,7 @@ async def test_a_blocked_loop_is_logged_counted_and_exported() -> None:
     assert meter.count >= 1 and meter.max_late_s >= 0.6
     event, fields = log.warnings[0]
     assert "event loop stalled" in event and "declared this node down" in event
-    assert fields["late_s"] >= 0.6 and fields["advert_interval_s"] == 0.2
+    assert fields["late_s"] >= 0.6 and fields["threshold_s"] == 0.2
     text = metrics.render().decode()
     assert "pgvip_event_loop_stalls_total 1.0" in text
     assert 'pgvip_event_loop_lag_seconds_bucket{le="0.5"}' in text
@@ -88,3 +90,22 @@ async def test_a_short_stall_below_master_down_does_not_claim_peers_took_over() 
     finally:
         task.cancel()
     assert log.warnings and "declared this node down" not in log.warnings[0][0]
+
+
+def test_the_stall_limits_follow_the_mode() -> None:
+    base: dict[str, Any] = {
+        "patroni": {"url": "http://127.0.0.1:8008", "poll_interval": 0.1},
+        "vrrp": {"interface": "eth0", "advert_int": 50},
+        "rw": {"vip": "10.22.0.50/24"},
+    }
+    vrrp = config_from_mapping(base)
+    assert (stall_threshold(vrrp), stall_master_down(vrrp)) == (0.5, 1.5)
+    bgp = config_from_mapping(
+        base
+        | {
+            "rw": {"vip": "10.22.0.50", "announce": "bgp"},
+            "bgp": {"local_as": 65101, "peer_as": 65000, "peers": ["10.20.0.1"]},
+        }
+    )
+    # No adverts: the poll interval is the limit, and no peer declares anything down.
+    assert stall_threshold(bgp) == 0.1 and stall_master_down(bgp) == math.inf

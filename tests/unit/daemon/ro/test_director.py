@@ -11,12 +11,14 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pgvip.daemon.ro.balancing import RetuneRefused
 from pgvip.daemon.ro.director import WARMUP_SPACING, Director, DirectorError
 from pgvip.daemon.ro.phases import Phase
 from pgvip.daemon.ro.probes import psycopg_probe
@@ -733,3 +735,63 @@ async def test_a_failed_clear_stays_uncleared_and_is_retried(
     rig.lb.fail = None
     await rig.step()
     assert rig.director.phase is Phase.STANDBY and rig.lb.clears == 1
+
+
+# -- retune (a reload that changes only hot [ro] settings) -------------------------------------
+
+
+async def test_a_retune_edits_the_running_service_and_keeps_earned_health(
+    cluster: Cluster,  # noqa: F811
+    client: PatroniClient,
+) -> None:
+    rig = Rig(client)
+    await rig.become_director()
+    assert rig.lb.current == service(*rs("p2", "p3"))
+    applies, clears = len(rig.lb.applied), rig.lb.clears
+    new = replace(rig.director.config, scheduler="wrr", persistence_timeout=30, max_lag=MB16 // 16)
+    rig.director.retune(new)
+    await rig.step(0.1)
+    # One apply with the new settings, straight from the running set: no clear, no warm-up,
+    # both replicas still in (their health is kept), the new lag limit asked of each.
+    want = replace(service(*rs("p2", "p3")), scheduler="wrr", persistence_timeout=30)
+    assert rig.lb.applied[applies:] == [want] and rig.lb.clears == clears
+    assert rig.director.phase is Phase.DIRECTING
+    assert cluster.apis["p2"].queries[-1] == {"lag": str(MB16 // 16)}
+    assert rig.director.status().scheduler == "wrr"
+    retuned = [f for _lv, e, f in rig.log.records if e == "RO settings retuned"]
+    assert retuned == [{"changed": ["max_lag", "persistence_timeout", "scheduler"], "active": True}]
+
+
+async def test_a_retune_of_the_backend_policy_applies_at_the_next_round(
+    cluster: Cluster,  # noqa: F811
+    client: PatroniClient,
+) -> None:
+    rig = Rig(client)
+    await rig.become_director()
+    rig.director.retune(replace(rig.director.config, include_primary=True, drain_timeout=0.0))
+    cluster.apis["p3"].status = 503
+    await rig.step()
+    # The primary joins (include_primary) and p3 leaves without a drain (drain_timeout 0).
+    assert rig.lb.current == service(*rs("p1", "p2"))
+
+
+async def test_a_retune_refuses_what_a_running_director_cannot_take(
+    client: PatroniClient,
+) -> None:
+    rig = Rig(client)
+    before = rig.director.config
+    for change in ({"forwarding": "dr"}, {"port": 5433}, {"poll_interval": 0.2}):
+        with pytest.raises(RetuneRefused, match="only the hot"):
+            rig.director.retune(replace(before, **change))
+    rig.lb.cannot = "scheduler 'lc' needs IPVS"
+    with pytest.raises(RetuneRefused, match="running fake dataplane: scheduler 'lc' needs IPVS"):
+        rig.director.retune(replace(before, scheduler="lc"))
+    assert rig.director.config is before
+    assert rig.director.policy.settings.rise == before.rise
+
+
+def test_the_retunable_ro_settings_are_the_schema_rows_marked_hot() -> None:
+    from pgvip.config.schema import SCHEMA
+    from pgvip.daemon.ro.balancing import RETUNABLE
+
+    assert {s.key for s in SCHEMA if s.section == "ro" and s.hot} == set(RETUNABLE)
