@@ -22,6 +22,7 @@ import ctypes
 import json
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -60,6 +61,13 @@ def dump(*_):
             os.dup2(fd, 2)
             os.close(fd)
 signal.signal(signal.SIGUSR2, dump)
+if os.environ.get("PGVIP_TRIM_EVERY"):  # an experiment: give free heap pages back to the OS
+    import ctypes, time
+    def trim(every=float(os.environ["PGVIP_TRIM_EVERY"]), libc=ctypes.CDLL("libc.so.6")):
+        while True:
+            time.sleep(every)
+            libc.malloc_trim(0)
+    threading.Thread(target=trim, daemon=True).start()
 from pgvip.cli import main
 sys.argv = ["pgvip", *sys.argv[1:]]
 main()
@@ -94,6 +102,7 @@ class Soak:
         self.leader: str | None = None
         self.overrides: list[str] = []
         self.env: dict[str, str] = {}  # extra environment of the daemons (MALLOC_ARENA_MAX=1)
+        self.wrapper = ""  # --wrap: a command each daemon runs under (heaptrack)
         self.scrapes = 0
         self.scrape_errors = 0
         self._stop = threading.Event()
@@ -184,9 +193,14 @@ class Soak:
                 cmd = [str(Path(sys.executable).parent / "pgvip")]
             with open(self.workdir / h / "pgvip.log", "ab") as log:
                 self.daemons[h] = subprocess.Popen(
-                    ["ip", "netns", "exec", self.ns(h), *cmd, "run", "--config", str(config)],
+                    ["ip", "netns", "exec", self.ns(h), *self.wrap(h), *cmd, "run", "--config",
+                     str(config)],
                     stdout=log, stderr=subprocess.STDOUT, cwd="/", env=env,
                 )  # fmt: skip
+
+    def wrap(self, host: str) -> list[str]:
+        """--wrap's command for `host`, e.g. heaptrack -o <workdir>/<host>/heaptrack."""
+        return [w.format(host=host, workdir=self.workdir) for w in shlex.split(self.wrapper)]
 
     def config(self, host: str, priority: int) -> str:
         """The lab's settings (pgvip.lab.render), plus --set overrides ("" deletes)."""
@@ -288,11 +302,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="extra environment of the daemons, e.g. MALLOC_ARENA_MAX=1",
     )
+    parser.add_argument(
+        "--wrap",
+        default="",
+        metavar="COMMAND",
+        help="run each daemon under COMMAND ({host}, {workdir} expand), e.g. "
+        "'heaptrack -o {workdir}/{host}/heaptrack'",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="pgvip-rss-"))
     soak = Soak(args.prefix, IPv4Network(args.subnet), workdir)
     soak.overrides = args.set
+    soak.wrapper = args.wrap
     soak.env = dict(item.partition("=")[::2] for item in args.env)
     samples: list[dict[str, Any]] = []
     moves = 0

@@ -253,6 +253,20 @@ def ipvs_table(name: str) -> tuple[list[tuple[str, str]], list[tuple[str, str, i
     return services, dests
 
 
+def conn_overhead(name: str) -> dict[str, int]:
+    """What lc and wlc weigh for each dest of the node's IPVS service, by node name: the
+    kernel's ip_vs_dest_conn_overhead, ActiveConn * 256 + InActConn (`ipvsadm -Ln`)."""
+    by_address = {a: n for n, a in NODES.items()}
+    found = {}
+    for line in sh("ip", "netns", "exec", ns(name), "ipvsadm", "-Ln").splitlines():
+        words = line.split()
+        if len(words) == 6 and words[0] == "->" and words[1] != "RemoteAddress:Port":
+            member = by_address.get(words[1].rsplit(":", 1)[0])
+            if member is not None:
+                found[member] = int(words[4]) * 256 + int(words[5])
+    return found
+
+
 def ipvs_dests(name: str, *, live: bool = False) -> list[str]:
     """The dests of the node's IPVS services (`live`: only those with weight > 0)."""
     return sorted(a for a, _m, weight in ipvs_table(name)[1] if not live or weight > 0)
@@ -616,6 +630,9 @@ async def _scenario(
                 "reelected": [n for n in NODES if "restarting the election" in since[n]],
                 "retuned": [n for n in NODES if "RO settings retuned" in since[n]],
                 "director": name,
+                # A retune edits the service: IPVS keeps its connection entries, and lc/wlc
+                # weigh the earlier variants' (TIME_WAIT) ones too.
+                "overhead_before": conn_overhead(name),
                 "traffic": await connect_many(RO_VIP, VARIANT_CONNECTIONS),
                 "ro": state["ro"] if state else None,
                 "lo_vips": {
