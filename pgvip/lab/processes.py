@@ -37,10 +37,12 @@ _exit_codes: dict[ProcessId, int] = {}
 
 
 def _reap() -> None:
+    # Threads reap at once (the soak samples PIDs while a scenario kills): both may see the
+    # same child exit, so the second must not find it gone (a KeyError ended a soak event).
     for pid, (child, started) in list(_children.items()):
         code = child.poll()
         if code is not None:
-            del _children[pid]
+            _children.pop(pid, None)
             _exit_codes[ProcessId(pid, started)] = code
 
 

@@ -90,3 +90,36 @@ def test_tail(tmp_path: Path) -> None:
     assert processes.tail(log) == ""
     log.write_text("".join(f"line {i}\n" for i in range(100)))
     assert processes.tail(log, 3) == "line 97\nline 98\nline 99"
+
+
+def test_two_threads_reaping_the_same_exit_do_not_collide(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both threads see the child exit before either drops it (a barrier in poll()): the soak
+    samples PIDs in one thread while a scenario kills in another, and this was a KeyError."""
+    import threading
+
+    both = threading.Barrier(2, timeout=5)
+
+    class Exited:
+        def poll(self) -> int:
+            both.wait()
+            return -9
+
+    monkeypatch.setattr(processes, "_children", {4242: (Exited(), 7)})
+    monkeypatch.setattr(processes, "_exit_codes", {})
+    errors: list[BaseException] = []
+
+    def reap() -> None:
+        try:
+            processes._reap()
+        except BaseException as exc:  # noqa: BLE001 (the test reports it)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reap) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert errors == []
+    assert processes._children == {} and processes._exit_codes == {ProcessId(4242, 7): -9}
