@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Literal, cast
 
-from pgvip.config import RoConfig
+from pgvip.config import SCHEMA, RoConfig
 from pgvip.daemon.log_throttle import ErrorLogThrottle
 from pgvip.dataplane.balancer import (
     IPAddress,
@@ -24,12 +24,9 @@ __all__ = [
     "RETUNABLE", "BalancerDriver", "RetuneRefused", "backend_settings", "desired_service",
 ]  # fmt: skip
 
-# The [ro] settings a running director takes on a reload (the schema marks the same rows hot;
-# a test keeps them equal): the service's scheduler and persistence, the backend policy.
-RETUNABLE = (
-    "scheduler", "persistence_timeout", "max_lag", "rise", "fall", "drain_timeout", "fallback",
-    "include_primary",
-)  # fmt: skip
+# The [ro] settings a running director takes on a reload: the schema's rows marked hot (the
+# service's scheduler and persistence, the backend policy; test_config_hot pins them).
+RETUNABLE = tuple(s.key for s in SCHEMA if s.section == "ro" and s.hot)
 
 
 class RetuneRefused(ValueError):
